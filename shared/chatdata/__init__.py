@@ -1,0 +1,26 @@
+"""Pure, streaming validation of chat-completion JSONL datasets: checks, stats, split, hashing."""
+
+from shared.chatdata.codes import ErrorCode, WarningCode
+from shared.chatdata.report import ReportedProblem, ValidationReport, render_markdown
+from shared.chatdata.validator import (
+    MIN_TRAIN_ROWS,
+    DatasetValidator,
+    Split,
+    ValidationOptions,
+    split_of,
+    validate_chunks,
+)
+
+__all__ = [
+    "MIN_TRAIN_ROWS",
+    "DatasetValidator",
+    "ErrorCode",
+    "ReportedProblem",
+    "Split",
+    "ValidationOptions",
+    "ValidationReport",
+    "WarningCode",
+    "render_markdown",
+    "split_of",
+    "validate_chunks",
+]

@@ -1,0 +1,57 @@
+"""Split a stream of byte chunks into lines with bounded memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """Stands in for a line longer than the limit, whose bytes were never buffered."""
+
+    length: int
+
+
+class LineSplitter:
+    """Feed chunks, get the lines they complete, in order, without their newline.
+
+    Only a line that spans chunks is buffered, and never past `max_line_bytes`: it becomes a
+    `LineTooLong` while it streams past. A line inside one chunk is returned as it is; callers check
+    its length themselves (a length test is cheaper than re-slicing every line of a multi-GB file).
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+
+    def feed(self, chunk: bytes) -> list[bytes | LineTooLong]:
+        lines: list[bytes | LineTooLong] = chunk.split(b"\n")
+        tail = lines.pop()
+        if lines and self._pending_len:
+            lines[0] = self._take_pending(lines[0])
+        self._hold(tail)
+        return lines
+
+    def finish(self) -> list[bytes | LineTooLong]:
+        """The last line, when the input does not end with a newline."""
+        return [self._take_pending(b"")] if self._pending_len else []
+
+    def _hold(self, part: bytes) -> None:
+        if not part:
+            return
+        if self._pending_len <= self._max:
+            self._pending.append(part)
+        self._pending_len += len(part)
+        if self._pending_len > self._max:
+            self._pending.clear()
+
+    def _take_pending(self, end: bytes) -> bytes | LineTooLong:
+        self._hold(end)
+        length = self._pending_len
+        line = LineTooLong(length) if length > self._max else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_len = 0
+        return line

@@ -1,0 +1,96 @@
+"""The validation report: the JSON contract of DESIGN.md plus a readable Markdown rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+
+class ReportedProblem(BaseModel):
+    line: int | None = Field(description="1-based line number; None for a problem of the whole dataset")
+    code: str
+    message: str
+
+
+class SplitCounts(BaseModel):
+    train: int = 0
+    test: int = 0
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    rows: int
+    sha256: str
+    error_counts: dict[str, int]
+    errors: list[ReportedProblem]
+    warnings: list[ReportedProblem]
+    stats: dict[str, Any]
+    split: SplitCounts
+    warning_counts: dict[str, int] = Field(default_factory=dict)
+    dropped_lines: list[int] = Field(default_factory=list)
+
+    def to_json_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
+
+    def summary(self) -> str:
+        """One line, for logs and run-history reasons."""
+        verdict = "valid" if self.valid else "invalid"
+        counts = ", ".join(f"{code} x{n}" for code, n in sorted(self.error_counts.items()))
+        text = f"{verdict}: {self.rows} rows, train {self.split.train}, test {self.split.test}"
+        return f"{text}; errors: {counts}" if counts else text
+
+
+def render_markdown(report: ValidationReport, title: str = "Dataset validation report") -> str:
+    verdict = "**valid**" if report.valid else "**invalid**"
+    lines = [
+        f"# {title}",
+        "",
+        f"- Verdict: {verdict}",
+        f"- Rows: {report.rows} (train {report.split.train}, test {report.split.test})",
+        f"- SHA-256: `{report.sha256}`",
+    ]
+    if report.dropped_lines:
+        shown = ", ".join(map(str, report.dropped_lines[:50]))
+        more = f" and {len(report.dropped_lines) - 50} more" if len(report.dropped_lines) > 50 else ""
+        lines.append(f"- Dropped invalid lines ({len(report.dropped_lines)}): {shown}{more}")
+    lines += _problem_section("Errors", report.error_counts, report.errors)
+    lines += _problem_section("Warnings", report.warning_counts, report.warnings)
+    lines += _stats_section(report.stats)
+    return "\n".join(lines) + "\n"
+
+
+def _problem_section(heading: str, counts: dict[str, int], listed: list[ReportedProblem]) -> list[str]:
+    if not counts:
+        return ["", f"## {heading}", "", "None."]
+    total = sum(counts.values())
+    out = ["", f"## {heading} ({total})", "", "| code | count |", "|---|---|"]
+    out += [f"| `{code}` | {n} |" for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    out += ["", f"First {len(listed)} listed:" if len(listed) < total else "All listed:", ""]
+    out += [f"- line {p.line if p.line is not None else '-'}: `{p.code}`: {p.message}" for p in listed]
+    return out
+
+
+def _stats_section(stats: dict[str, Any]) -> list[str]:
+    out = ["", "## Statistics (valid examples)", ""]
+    rows = [
+        (f"{group}: {metric.replace('_', ' ')}", summary)
+        for group in ("examples", "assistant")
+        for metric, summary in stats.get(group, {}).items()
+    ]
+    if not any(summary for _, summary in rows):
+        return [*out, "No valid examples."]
+    out += ["| measure | min | mean | p50 | p95 | max |", "|---|---|---|---|---|---|"]
+    for name, summary in rows:
+        if summary:
+            cells = " | ".join(str(summary[key]) for key in ("min", "mean", "p50", "p95", "max"))
+            out.append(f"| {name} | {cells} |")
+    out += [
+        "",
+        f"- Examples over max_seq_length ({stats.get('max_seq_length')} tokens): "
+        f"{stats.get('exceeds_max_seq_length', 0)}",
+        f"- Token estimate: {stats.get('token_estimate')}",
+        f"- Duplicate check: {stats.get('duplicate_check')}",
+    ]
+    return out

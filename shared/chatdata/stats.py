@@ -1,0 +1,63 @@
+"""Exact distribution statistics with memory bounded by the number of distinct values, not rows."""
+
+from __future__ import annotations
+
+import math
+
+
+class Distribution:
+    """Counts of integer observations; min/mean/percentiles are exact (linear interpolation, as numpy's default)."""
+
+    __slots__ = ("_counts", "count", "total")
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+        self.count = 0
+        self.total = 0
+
+    @classmethod
+    def from_counts(cls, counts: dict[int, int]) -> Distribution:
+        """Adopt a {value: occurrences} table built elsewhere (the validator's hot loop fills a plain dict)."""
+        distribution = cls()
+        distribution._counts = counts
+        distribution.count = sum(counts.values())
+        distribution.total = sum(value * n for value, n in counts.items())
+        return distribution
+
+    def add(self, value: int) -> None:
+        counts = self._counts
+        counts[value] = counts.get(value, 0) + 1
+        self.count += 1
+        self.total += value
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0..100) of the observations."""
+        if not self.count:
+            raise ValueError("no observations")
+        position = (self.count - 1) * q / 100
+        lower_rank = math.floor(position)
+        fraction = position - lower_rank
+        lower = upper = None
+        seen = 0
+        for value in sorted(self._counts):
+            seen += self._counts[value]
+            if lower is None and seen > lower_rank:
+                lower = value
+            if seen > lower_rank + 1 or (fraction == 0 and lower is not None):
+                upper = value
+                break
+        if upper is None:
+            upper = lower
+        return lower + (upper - lower) * fraction
+
+    def summary(self) -> dict[str, float | int] | None:
+        if not self.count:
+            return None
+        values = sorted(self._counts)
+        return {
+            "min": values[0],
+            "mean": round(self.total / self.count, 2),
+            "p50": round(self.percentile(50), 2),
+            "p95": round(self.percentile(95), 2),
+            "max": values[-1],
+        }

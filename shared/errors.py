@@ -1,0 +1,80 @@
+"""Error hierarchy with stable codes.
+
+Invalid input is reported and dropped; a transient failure is raised so the platform retries
+(`transient=True`); anything else is recorded on the run and not retried.
+"""
+
+from __future__ import annotations
+
+
+class AutopilotError(Exception):
+    """Base of every error the app raises on purpose. `code` is stable and safe to show to users."""
+
+    code = "internal_error"
+    http_status = 500
+    transient = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidInput(AutopilotError):
+    code = "invalid_input"
+    http_status = 400
+
+
+class PayloadTooLarge(AutopilotError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFound(AutopilotError):
+    code = "not_found"
+    http_status = 404
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class InvalidTransition(AutopilotError):
+    """A run was asked to move to a state its current state does not lead to."""
+
+    code = "invalid_transition"
+    http_status = 409
+
+
+class ConcurrentUpdate(AutopilotError):
+    """An optimistic-concurrency write kept losing to other writers."""
+
+    code = "concurrent_update"
+    http_status = 409
+    transient = True
+
+
+class StorageUnavailable(AutopilotError):
+    code = "storage_unavailable"
+    http_status = 503
+    transient = True
+
+
+class EngineError(AutopilotError):
+    """A failure reported by the training/serving engine. Transient unless a subclass says otherwise."""
+
+    code = "engine_error"
+    http_status = 502
+    transient = True
+
+
+class EngineNotConfigured(EngineError):
+    """No engine can run jobs with the current settings. Permanent: retrying does not help."""
+
+    code = "engine_not_configured"
+    http_status = 503
+    transient = False
