@@ -1,0 +1,60 @@
+"""What a use case needs: settings, storage, the ledger, the engine and a clock. Built once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.engine import build_engine
+from shared.engine.base import Engine
+from shared.ledger import RunLedger
+from shared.settings import Settings, get_settings
+from shared.storage import BlobStore
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: BlobStore
+    ledger: RunLedger
+    engine_factory: Callable[[], Engine]
+    now: Callable[[], datetime] = utc_now
+    _engine: Engine | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine_factory: Callable[[], Engine] | None = None) -> AppContext:
+        store = BlobStore.from_settings(settings)
+        return cls(
+            settings=settings,
+            store=store,
+            ledger=RunLedger(store, settings.runs_container),
+            engine_factory=engine_factory or (lambda: build_engine(settings)),
+        )
+
+    @property
+    def engine(self) -> Engine:
+        """Built on first use: intake of an invalid dataset never needs one."""
+        if self._engine is None:
+            self._engine = self.engine_factory()
+        return self._engine
+
+
+_installed: AppContext | None = None
+
+
+def get_context() -> AppContext:
+    global _installed
+    if _installed is None:
+        _installed = AppContext.from_settings(get_settings())
+    return _installed
+
+
+def install_context(context: AppContext | None) -> None:
+    """Use this context for every handler in the process (the dev host, the demo and tests do); None resets."""
+    global _installed
+    _installed = context

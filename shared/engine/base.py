@@ -1,0 +1,133 @@
+"""The Engine port: what the lifecycle needs from a training-and-serving backend.
+
+Two adapters implement it: Azure ML (jobs of the `chat_completion_pipeline` component, the model
+registry, managed online endpoints) and the local engine (TRL/peft training, an MLflow registry, a
+loopback endpoint server). Operations are named after the nouns they act on. Every create is
+idempotent: called again with the same name, it returns what exists instead of making a second one.
+Adapters raise shared.errors.EngineError (transient) or a permanent subclass, never SDK errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from shared.finetune import FineTuneParameters
+
+RUN_TAG = "ft-autopilot-run"  # on jobs: the app's run id
+MANAGED_TAG = "ft-autopilot-managed"  # on endpoints: "true" when this app may tear them down
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The prepared splits, as blobs in the app's storage; each engine resolves them to what it reads."""
+
+    container: str
+    train_blob: str
+    test_blob: str
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    run_id: str  # also the job name, which makes submission idempotent
+    base_model: str
+    parameters: FineTuneParameters
+    data: TrainingData
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    status: JobStatus
+    created_at: datetime | None = None
+    error: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """Losses as the engine logged them; `base_eval_loss` is the base model's loss on the same test split."""
+
+    train_loss: float | None
+    eval_loss: float | None
+    base_eval_loss: float | None = None
+    perplexity: float | None = None
+    mean_token_accuracy: float | None = None
+    loss_curve: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    name: str
+    endpoint_name: str
+    model: ModelRef
+    state: str
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    name: str
+    scoring_uri: str | None
+    tags: Mapping[str, str]
+    created_at: datetime | None
+    traffic: Mapping[str, int]
+    last_request_at: datetime | None = None
+    request_count: int = 0
+
+    @property
+    def is_managed(self) -> bool:
+        return self.tags.get(MANAGED_TAG) == "true"
+
+
+@dataclass(frozen=True)
+class EndpointKeys:
+    primary: str = field(repr=False)
+    secondary: str = field(repr=False)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    # jobs
+    def submit_job(self, spec: JobSpec) -> JobInfo: ...
+    def get_job(self, name: str) -> JobInfo: ...
+    def cancel_job(self, name: str) -> JobInfo: ...
+    def job_metrics(self, name: str) -> JobMetrics: ...
+
+    # models
+    def register_model(self, job_name: str, model_name: str, tags: Mapping[str, str]) -> ModelRef: ...
+    def get_model(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef | None: ...
+
+    # endpoints and deployments
+    def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo: ...
+    def create_deployment(self, endpoint_name: str, deployment_name: str, model: ModelRef) -> DeploymentInfo: ...
+    def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo: ...
+    def get_keys(self, endpoint_name: str) -> EndpointKeys: ...
+    def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any: ...
+    def list_endpoints(self) -> list[EndpointInfo]: ...
+    def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None: ...
+    def delete_endpoint(self, name: str) -> None: ...

@@ -1,0 +1,46 @@
+"""Fine-tuning parameters: the names and meanings of Azure ML's `chat_completion_pipeline` inputs.
+
+Both engines take these. Defaults are the walk-through notebook's (over the component's own).
+Yes/no values are Python bools here; the Azure ML adapter sends them as the lowercase strings the
+component expects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FineTuneParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_train_epochs: int = Field(3, ge=1)
+    max_steps: int = Field(-1, ge=-1, description="-1: train for num_train_epochs; > 0 overrides it")
+    per_device_train_batch_size: int = Field(1, ge=1)
+    per_device_eval_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-6, gt=0)
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_seq_length: int = Field(2048, ge=1)
+    apply_lora: bool = True
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(128, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    merge_lora_weights: bool = True
+    precision: Literal["32", "16"] = "16"
+    seed: int = 42
+    evaluation_strategy: Literal["epoch", "steps", "disable"] = "epoch"
+    logging_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(1, ge=-1)
+    apply_deepspeed: bool = True
+    deepspeed_stage: Literal["2", "3"] = "2"
+
+    def canonical_json(self) -> bytes:
+        """Byte-stable form: the run id hashes it."""
+        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)

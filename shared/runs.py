@@ -1,0 +1,203 @@
+"""The run record and its state machine. Pure: no I/O, time is passed in.
+
+A run is one fine-tuning of one dataset content with one set of parameters on one base model;
+its id is derived from those, so the same upload delivered twice is the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import InvalidTransition
+from shared.finetune import FineTuneParameters
+
+RUN_ID_PATTERN = re.compile(r"^ft-[0-9a-f]{12}$")
+
+
+class RunState(StrEnum):
+    RECEIVED = "received"
+    VALIDATING = "validating"
+    REJECTED = "rejected"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TRAINED = "trained"
+    GATED_OUT = "gated_out"
+    REGISTERED = "registered"
+    DEPLOYING = "deploying"
+    DEPLOYED = "deployed"
+    ROLLED_BACK = "rolled_back"
+    TORN_DOWN = "torn_down"
+
+
+S = RunState
+NEXT_STATES: dict[RunState, frozenset[RunState]] = {
+    S.RECEIVED: frozenset({S.VALIDATING}),
+    # validating -> failed: the dataset is fine but no engine can take the job (a permanent error)
+    S.VALIDATING: frozenset({S.REJECTED, S.SUBMITTED, S.FAILED}),
+    # job events are unordered and may skip Running
+    S.SUBMITTED: frozenset({S.RUNNING, S.TRAINED, S.FAILED, S.CANCELED}),
+    S.RUNNING: frozenset({S.TRAINED, S.FAILED, S.CANCELED}),
+    S.TRAINED: frozenset({S.GATED_OUT, S.REGISTERED, S.FAILED}),
+    S.REGISTERED: frozenset({S.DEPLOYING, S.FAILED}),
+    S.DEPLOYING: frozenset({S.DEPLOYED, S.ROLLED_BACK, S.FAILED}),
+    S.DEPLOYED: frozenset({S.TORN_DOWN}),
+    S.TORN_DOWN: frozenset({S.DEPLOYING}),  # restore
+    S.REJECTED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.GATED_OUT: frozenset(),
+    S.ROLLED_BACK: frozenset(),
+}
+TERMINAL_STATES = frozenset(state for state, following in NEXT_STATES.items() if not following)
+
+
+class Transition(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    at: datetime
+    from_state: RunState | None = Field(alias="from")
+    to_state: RunState = Field(alias="to")
+    reason: str
+
+
+class Attempt(BaseModel):
+    """A try that failed in a way worth retrying (the platform retried, or will)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    stage: str
+    code: str
+    message: str
+
+
+class RunError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class DatasetRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    container: str
+    blob: str
+    sha256: str
+    size_bytes: int
+    etag: str | None = None
+
+
+class RunArtifacts(BaseModel):
+    """Where a run's outputs live, as `container/path` blob names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    report_json: str | None = None
+    report_md: str | None = None
+    train: str | None = None
+    test: str | None = None
+
+
+class ValidationSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    valid: bool
+    rows: int
+    train_rows: int
+    test_rows: int
+    error_counts: dict[str, int]
+    warning_counts: dict[str, int]
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    state: RunState
+    created_at: datetime
+    updated_at: datetime
+    engine: str
+    base_model: str
+    parameters: FineTuneParameters
+    dataset: DatasetRef
+    sources: list[str] = Field(default_factory=list, description="every container/blob that delivered this content")
+    validation: ValidationSummary | None = None
+    artifacts: RunArtifacts = Field(default_factory=RunArtifacts)
+    job_name: str | None = None
+    error: RunError | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    history: list[Transition] = Field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: str) -> str:
+    digest = hashlib.sha256()
+    for part in (dataset_sha256.encode(), parameters.canonical_json(), base_model.encode()):
+        digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two inputs share a byte stream
+        digest.update(part)
+    return "ft-" + digest.hexdigest()[:12]
+
+
+def new_run(
+    *, run_id: str, dataset: DatasetRef, parameters: FineTuneParameters, base_model: str, engine: str, now: datetime
+) -> RunRecord:
+    source = f"{dataset.container}/{dataset.blob}"
+    return RunRecord(
+        run_id=run_id,
+        state=RunState.RECEIVED,
+        created_at=now,
+        updated_at=now,
+        engine=engine,
+        base_model=base_model,
+        parameters=parameters,
+        dataset=dataset,
+        sources=[source],
+        history=[Transition(at=now, from_state=None, to_state=RunState.RECEIVED, reason=f"dataset {source}")],
+    )
+
+
+def can_advance(record: RunRecord, to: RunState) -> bool:
+    return to in NEXT_STATES[record.state]
+
+
+def advance(record: RunRecord, to: RunState, reason: str, now: datetime, **changes: object) -> RunRecord:
+    """Move the run to `to`, appending the transition to its history; `changes` set other fields too."""
+    if not can_advance(record, to):
+        raise InvalidTransition(f"run {record.run_id} cannot go from {record.state} to {to}")
+    history = [*record.history, Transition(at=now, from_state=record.state, to_state=to, reason=reason)]
+    return record.model_copy(update={**changes, "state": to, "updated_at": now, "history": history})
+
+
+def add_attempt(record: RunRecord, *, stage: str, code: str, message: str, now: datetime) -> RunRecord:
+    attempt = Attempt(at=now, stage=stage, code=code, message=message)
+    return record.model_copy(update={"attempts": [*record.attempts, attempt], "updated_at": now})
+
+
+def add_source(record: RunRecord, source: str, now: datetime) -> RunRecord:
+    if source in record.sources:
+        return record
+    return record.model_copy(update={"sources": [*record.sources, source], "updated_at": now})
+
+
+def advance_from(
+    expected: RunState, to: RunState, reason: str, now: datetime, **changes: object
+) -> Callable[[RunRecord], RunRecord | None]:
+    """A ledger change that advances only a run still in `expected`: a duplicate or late delivery that finds
+    the run moved on changes nothing."""
+
+    def change(record: RunRecord) -> RunRecord | None:
+        return advance(record, to, reason, now, **changes) if record.state == expected else None
+
+    return change

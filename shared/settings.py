@@ -1,0 +1,77 @@
+"""The app's settings: one typed object, read from app settings (Azure) or the environment (locally).
+
+Nothing else in the app reads os.environ. Names are fixed by DESIGN.md; every one is documented in
+local.settings.json.example.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The blob trigger's `connection` names this app setting (or its `__blobServiceUri` form for managed identity).
+STORAGE_CONNECTION_SETTING = "DatasetStorage"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    # Engine
+    engine: Literal["local", "azureml"] = Field("local", alias="AUTOPILOT_ENGINE")
+    local_base_model: str = Field("smollm2-135m-instruct", alias="LOCAL_BASE_MODEL")
+    base_model_id: str = Field(
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest", alias="BASE_MODEL_ID"
+    )
+    local_state_dir: Path = Field(Path(".state"), alias="LOCAL_STATE_DIR")
+
+    # Storage
+    storage_connection_string: SecretStr | None = Field(
+        None, validation_alias=AliasChoices(STORAGE_CONNECTION_SETTING, "storage_connection_string")
+    )
+    storage_account_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(f"{STORAGE_CONNECTION_SETTING}__blobServiceUri", "storage_account_url"),
+    )
+    storage_client_id: str | None = Field(
+        None, validation_alias=AliasChoices(f"{STORAGE_CONNECTION_SETTING}__clientId", "storage_client_id")
+    )
+    datasets_container: str = Field("datasets", alias="DATASETS_CONTAINER")
+    runs_container: str = Field("runs", alias="RUNS_CONTAINER")
+    prepared_prefix: str = Field("prepared/", alias="PREPARED_PREFIX")
+
+    # Validation
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, alias="TEST_FRACTION")
+    max_invalid_fraction: float = Field(0.0, ge=0.0, lt=1.0, alias="MAX_INVALID_FRACTION")
+    max_line_bytes: int = Field(1 << 20, gt=0, alias="MAX_LINE_BYTES")
+    max_listed_problems: int = Field(100, ge=0, alias="MAX_LISTED_PROBLEMS")
+    max_request_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
+
+    # Lifecycle (used by later stages)
+    idle_minutes: int = Field(60, gt=0, alias="IDLE_MINUTES")
+    idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
+    devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
+
+    # Azure identifiers (azureml engine)
+    azure_subscription_id: str | None = Field(None, alias="AZURE_SUBSCRIPTION_ID")
+    azure_resource_group: str | None = Field(None, alias="AZURE_RESOURCE_GROUP")
+    azureml_workspace_name: str | None = Field(None, alias="AZUREML_WORKSPACE_NAME")
+
+    @model_validator(mode="after")
+    def _prefix_is_a_folder(self) -> Settings:
+        if not self.prepared_prefix.endswith("/") or self.prepared_prefix.startswith("/"):
+            raise ValueError("PREPARED_PREFIX must be a relative folder ending with '/', e.g. 'prepared/'")
+        return self
+
+    @property
+    def base_model(self) -> str:
+        """The base model the configured engine fine-tunes."""
+        return self.local_base_model if self.engine == "local" else self.base_model_id
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,141 @@
+"""Blob access over azure-storage-blob: streaming reads and conditional writes, SDK errors mapped to ours."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import IO
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+from shared.errors import AutopilotError, NotFound, StorageUnavailable
+from shared.settings import STORAGE_CONNECTION_SETTING, Settings
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+
+
+class StorageNotConfigured(AutopilotError):
+    code = "storage_not_configured"
+    http_status = 503
+
+
+class ETagMismatch(AutopilotError):
+    """A conditional write lost: the blob changed (or appeared) since it was read."""
+
+    code = "etag_mismatch"
+    http_status = 412
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    container: str
+    name: str
+    etag: str
+    size: int
+
+
+class BlobStore:
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BlobStore:
+        options = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
+        if settings.storage_connection_string is not None:
+            secret = settings.storage_connection_string.get_secret_value()
+            return cls(BlobServiceClient.from_connection_string(secret, **options))
+        if settings.storage_account_url:
+            from azure.identity import DefaultAzureCredential  # only in Azure, with a managed identity
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id)
+            return cls(BlobServiceClient(settings.storage_account_url, credential=credential, **options))
+        raise StorageNotConfigured(
+            f"no storage configured: set {STORAGE_CONNECTION_SETTING} (a connection string) "
+            f"or {STORAGE_CONNECTION_SETTING}__blobServiceUri (managed identity)"
+        )
+
+    @property
+    def account_url(self) -> str:
+        return self._service.url
+
+    def ensure_container(self, container: str) -> None:
+        with _mapped_errors(container), suppress(ResourceExistsError):
+            self._service.create_container(container)
+
+    def info(self, container: str, name: str) -> BlobInfo:
+        with _mapped_errors(f"{container}/{name}"):
+            props = self._service.get_blob_client(container, name).get_blob_properties()
+        return BlobInfo(container=container, name=name, etag=props.etag, size=props.size)
+
+    def iter_chunks(self, container: str, name: str, *, etag: str | None = None) -> Iterator[bytes]:
+        """Stream the blob in chunks of about 4 MiB; with `etag`, fail rather than read a newer version."""
+        conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with _mapped_errors(f"{container}/{name}"):
+            downloader = self._service.get_blob_client(container, name).download_blob(**conditions)
+            yield from downloader.chunks()
+
+    def read(self, container: str, name: str) -> tuple[bytes, str]:
+        """The whole blob and its ETag. For small documents (run records, reports)."""
+        with _mapped_errors(f"{container}/{name}"):
+            downloader = self._service.get_blob_client(container, name).download_blob()
+            return downloader.readall(), downloader.properties.etag
+
+    def write(
+        self,
+        container: str,
+        name: str,
+        data: bytes | IO[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        """Upload and return the new ETag. `if_match` / `if_absent` make the write conditional (ETagMismatch)."""
+        conditions: dict[str, object] = {"overwrite": not if_absent}
+        if if_match is not None:
+            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        with _mapped_errors(f"{container}/{name}"):
+            result = self._service.get_blob_client(container, name).upload_blob(
+                data, content_settings=ContentSettings(content_type=content_type), **conditions
+            )
+        return result["etag"]
+
+    def list_names(self, container: str, prefix: str | None = None) -> Iterator[str]:
+        with _mapped_errors(container):
+            yield from self._service.get_container_client(container).list_blob_names(name_starts_with=prefix)
+
+    def delete(self, container: str, name: str) -> None:
+        with _mapped_errors(f"{container}/{name}"), suppress(ResourceNotFoundError):
+            self._service.get_blob_client(container, name).delete_blob()
+
+
+@contextmanager
+def _mapped_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        raise BlobNotFound(f"{what} does not exist") from exc
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        raise ETagMismatch(f"{what} changed or already exists") from exc
+    except AzureError as exc:
+        raise StorageUnavailable(f"storage error on {what}: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
