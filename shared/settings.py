@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     storage_client_id: str | None = Field(
         None, validation_alias=AliasChoices(f"{STORAGE_CONNECTION_SETTING}__clientId", "storage_client_id")
     )
+    storage_retries: int = Field(3, ge=0, le=10, alias="STORAGE_RETRIES")
     datasets_container: str = Field("datasets", alias="DATASETS_CONTAINER")
     runs_container: str = Field("runs", alias="RUNS_CONTAINER")
     prepared_prefix: str = Field("prepared/", alias="PREPARED_PREFIX")

@@ -15,7 +15,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 from shared.errors import AutopilotError, NotFound, StorageUnavailable
 from shared.settings import STORAGE_CONNECTION_SETTING, Settings
@@ -55,7 +55,15 @@ class BlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
-        options = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
+        options = {
+            "max_single_get_size": CHUNK_BYTES,
+            "max_chunk_get_size": CHUNK_BYTES,
+            # The SDK's default backoff (15 s, then 18, 24) outlasts an HTTP request; the platform retries anyway.
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=settings.storage_retries, random_jitter_range=1
+            ),
+            "connection_timeout": 10,
+        }
         if settings.storage_connection_string is not None:
             secret = settings.storage_connection_string.get_secret_value()
             return cls(BlobServiceClient.from_connection_string(secret, **options))

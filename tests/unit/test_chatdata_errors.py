@@ -66,9 +66,7 @@ LINE_ERROR_CASES = [
     pytest.param(
         ErrorCode.CONTENT_NOT_A_STRING, line([message("user", 42), ASSISTANT]), None, id="content_not_a_string"
     ),
-    pytest.param(
-        ErrorCode.CONTENT_NOT_A_STRING, line([message("user", None), ASSISTANT]), None, id="content_null"
-    ),
+    pytest.param(ErrorCode.CONTENT_NOT_A_STRING, line([message("user", None), ASSISTANT]), None, id="content_null"),
     pytest.param(ErrorCode.EMPTY_CONTENT, line([USER, message("assistant", "")]), None, id="empty_content-empty"),
     pytest.param(
         ErrorCode.EMPTY_CONTENT, line([message("user", " \t\n "), ASSISTANT]), None, id="empty_content-whitespace"
@@ -81,9 +79,7 @@ LINE_ERROR_CASES = [
     pytest.param(
         ErrorCode.LAST_MESSAGE_NOT_ASSISTANT, line([USER, ASSISTANT, USER]), None, id="last_message_not_assistant"
     ),
-    pytest.param(
-        ErrorCode.LINE_TOO_LONG, line(conversation("x" * 300, "ok")), SHORT_LINES, id="line_too_long"
-    ),
+    pytest.param(ErrorCode.LINE_TOO_LONG, line(conversation("x" * 300, "ok")), SHORT_LINES, id="line_too_long"),
 ]
 
 # (code, the file, options): problems of the whole dataset, reported with line None.
@@ -162,7 +158,7 @@ def test_too_few_examples_counts_rows_held_out_for_test_as_missing():
     outcome = validate(data, options)
 
     # then
-    assert 0 < outcome.report.split.test
+    assert outcome.report.split.test > 0
     assert outcome.report.split.train < MIN_TRAIN_ROWS
     assert outcome.problems == [(None, ErrorCode.TOO_FEW_EXAMPLES)]
 

@@ -276,9 +276,7 @@ def test_rows_with_the_same_prompt_id_land_in_the_same_split():
     assert len(splits_of_id) == 100
     assert all(len(splits) == 1 for splits in splits_of_id.values())
     assert {split for (split,) in splits_of_id.values()} == {Split.TRAIN, Split.TEST}
-    assert all(
-        splits == {split_of(prompt_id.encode(), 0.5)} for prompt_id, splits in splits_of_id.items()
-    )
+    assert all(splits == {split_of(prompt_id.encode(), 0.5)} for prompt_id, splits in splits_of_id.items())
     assert outcome.report.warning_counts == {WarningCode.DUPLICATE_PROMPT_ID: 100}
 
 
@@ -439,7 +437,11 @@ def test_dropping_mode_rejects_more_bad_lines_than_tolerated():
     # then
     assert outcome.report.valid is False
     assert outcome.report.dropped_lines == []
-    assert outcome.problems == [(21, ErrorCode.INVALID_JSON), (22, ErrorCode.NOT_AN_OBJECT), (23, ErrorCode.NOT_AN_OBJECT)]
+    assert outcome.problems == [
+        (21, ErrorCode.INVALID_JSON),
+        (22, ErrorCode.NOT_AN_OBJECT),
+        (23, ErrorCode.NOT_AN_OBJECT),
+    ]
 
 
 def test_dropping_mode_still_needs_enough_training_rows():

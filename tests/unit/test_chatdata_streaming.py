@@ -87,7 +87,7 @@ def test_the_mixed_input_is_reported_line_by_line():
 
 
 def test_a_long_line_spanning_many_chunks_is_too_long_and_later_lines_keep_their_numbers():
-    # given: line 3 is 5,000 bytes, fed 7 bytes at a time against a 200-byte limit
+    # given: line 3 is over 5,000 bytes, fed 7 bytes at a time against a 200-byte limit
     long_line = line(conversation("x" * 5000, "y"))
     rows = [*valid_lines(2, start=10), long_line, *valid_lines(20, start=20)]
     rows[4] = b"{broken"

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real Azurite per test session, and per-test containers and app context."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.azurite import Azurite, start_azurite
+from shared.context import AppContext, install_context
+from shared.settings import Settings
+from tests.fakes import FakeEngine
+
+EVENTS = Path(__file__).parent / "events"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(azurite: Azurite, tmp_path: Path) -> Settings:
+    """Settings pointing at the session's Azurite, with containers of this test's own."""
+    suffix = uuid.uuid4().hex[:10]
+    return Settings(
+        storage_connection_string=azurite.connection_string,
+        datasets_container=f"datasets-{suffix}",
+        runs_container=f"runs-{suffix}",
+        local_state_dir=tmp_path / "state",
+    )
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def ctx(settings: Settings, engine: FakeEngine) -> Iterator[AppContext]:
+    """The context every registered function of this test will use (as the host process would build it)."""
+    context = AppContext.from_settings(settings, engine_factory=lambda: engine)
+    context.store.ensure_container(settings.datasets_container)
+    context.ledger.ensure_ready()
+    install_context(context)
+    yield context
+    install_context(None)

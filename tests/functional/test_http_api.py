@@ -1,0 +1,133 @@
+"""HTTP functions called as the host calls them, with a real Azurite behind get_run and list_runs."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from shared.context import AppContext
+from shared.settings import get_settings
+from tests.functional.test_intake import BROKEN, VALID, upload
+from tests.registered import function, http_request
+
+validate_dataset = function("validate_dataset")
+get_run = function("get_run")
+list_runs = function("list_runs")
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch: pytest.MonkeyPatch):
+    """Handlers read get_settings(); give each test its own environment."""
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def body(response) -> dict:
+    return orjson.loads(response.get_body())
+
+
+def test_validate_returns_200_and_the_report_for_a_valid_dataset():
+    response = validate_dataset(http_request("POST", "validate", body=VALID))
+
+    assert response.status_code == 200
+    report = body(response)
+    assert report["valid"] is True
+    assert report["rows"] == 240
+    assert report["split"]["train"] + report["split"]["test"] == 240
+    assert set(report) >= {"valid", "rows", "sha256", "error_counts", "errors", "warnings", "stats", "split"}
+
+
+def test_validate_returns_422_with_line_numbers_for_an_invalid_dataset():
+    response = validate_dataset(http_request("POST", "validate", body=BROKEN))
+
+    assert response.status_code == 422
+    report = body(response)
+    assert report["valid"] is False
+    assert {(e["line"], e["code"]) for e in report["errors"]} >= {(6, "invalid_json"), (7, "missing_messages")}
+
+
+def test_validate_honours_test_fraction_and_rejects_a_bad_one():
+    all_train = validate_dataset(http_request("POST", "validate", body=VALID, params={"test_fraction": "0"}))
+    assert body(all_train)["split"] == {"train": 240, "test": 0}
+
+    bad = validate_dataset(http_request("POST", "validate", body=VALID, params={"test_fraction": "abc"}))
+    assert bad.status_code == 400
+    assert body(bad)["error"]["code"] == "invalid_input"
+
+    out_of_range = validate_dataset(http_request("POST", "validate", body=VALID, params={"test_fraction": "1.5"}))
+    assert out_of_range.status_code == 400
+
+
+def test_validate_rejects_a_body_over_the_limit_with_413(fresh_settings: pytest.MonkeyPatch):
+    fresh_settings.setenv("MAX_REQUEST_BYTES", "1000")
+
+    response = validate_dataset(http_request("POST", "validate", body=VALID))
+
+    assert response.status_code == 413
+    assert body(response) == {
+        "error": {"code": "payload_too_large", "message": f"body is {len(VALID)} bytes; the limit is 1000"}
+    }
+
+
+def test_validate_answers_arbitrary_bytes_with_a_report_not_a_500():
+    response = validate_dataset(http_request("POST", "validate", body=bytes(range(256)) * 40))
+
+    assert response.status_code == 422
+    assert body(response)["valid"] is False
+
+
+def test_get_run_returns_the_record_and_404_or_400_otherwise(ctx: AppContext):
+    # given a run made by an upload
+    function("on_dataset_uploaded")(upload(ctx.settings, "train.jsonl", VALID))
+    run_id = ctx.ledger.list()[0].run_id
+
+    # when / then
+    found = get_run(http_request("GET", f"runs/{run_id}", route_params={"run_id": run_id}))
+    assert found.status_code == 200
+    record = body(found)
+    assert record["run_id"] == run_id and record["state"] == "submitted"
+    assert [step["to"] for step in record["history"]] == ["received", "validating", "submitted"]
+    assert record["artifacts"]["report_md"].endswith(f"prepared/{run_id}/report.md")
+
+    missing = get_run(http_request("GET", "runs/ft-000000000000", route_params={"run_id": "ft-000000000000"}))
+    assert missing.status_code == 404
+    assert body(missing)["error"]["code"] == "run_not_found"
+
+    malformed = get_run(http_request("GET", "runs/..%2Fsecrets", route_params={"run_id": "../secrets"}))
+    assert malformed.status_code == 400
+    assert body(malformed)["error"]["code"] == "invalid_input"
+
+
+def test_list_runs_filters_by_state_and_validates_its_query(ctx: AppContext):
+    # given one submitted and one rejected run
+    function("on_dataset_uploaded")(upload(ctx.settings, "good.jsonl", VALID))
+    function("on_dataset_uploaded")(upload(ctx.settings, "bad.jsonl", BROKEN))
+
+    every = body(list_runs(http_request("GET", "runs")))["runs"]
+    rejected = body(list_runs(http_request("GET", "runs", params={"state": "rejected"})))["runs"]
+
+    assert sorted(r["state"] for r in every) == ["rejected", "submitted"]
+    assert [r["dataset"]["blob"] for r in rejected] == ["bad.jsonl"]
+    assert list_runs(http_request("GET", "runs", params={"state": "bogus"})).status_code == 400
+    assert list_runs(http_request("GET", "runs", params={"limit": "many"})).status_code == 400
+    assert list_runs(http_request("GET", "runs", params={"limit": "0"})).status_code == 400
+
+
+def test_storage_outage_is_a_503_with_the_error_shape(ctx: AppContext):
+    # given a context whose storage cannot be reached (a closed loopback port)
+    from shared.azurite import ACCOUNT, ACCOUNT_KEY, free_port
+    from shared.context import install_context
+    from shared.settings import Settings
+
+    unreachable = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{free_port()}/{ACCOUNT};"
+    )
+    install_context(AppContext.from_settings(Settings(storage_connection_string=unreachable, storage_retries=0)))
+
+    response = list_runs(http_request("GET", "runs"))
+
+    assert response.status_code == 503
+    assert body(response)["error"]["code"] == "storage_unavailable"
+

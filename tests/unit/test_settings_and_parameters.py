@@ -1,0 +1,48 @@
+"""Settings and fine-tune parameters: typed, validated, and never exposing secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.finetune import FineTuneParameters
+from shared.settings import Settings
+
+
+def test_settings_read_the_fixed_names_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AUTOPILOT_ENGINE", "azureml")
+    monkeypatch.setenv("DATASETS_CONTAINER", "uploads")
+    monkeypatch.setenv("TEST_FRACTION", "0.25")
+    monkeypatch.setenv("DatasetStorage", "UseDevelopmentStorage=true")
+
+    settings = Settings()
+
+    assert (settings.engine, settings.datasets_container, settings.test_fraction) == ("azureml", "uploads", 0.25)
+    assert settings.base_model == settings.base_model_id
+
+
+def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AUTOPILOT_ENGINE", "sagemaker")
+    with pytest.raises(ValidationError, match="AUTOPILOT_ENGINE"):
+        Settings()
+    monkeypatch.delenv("AUTOPILOT_ENGINE")
+    with pytest.raises(ValidationError, match=r"(?i)test_fraction"):
+        Settings(test_fraction=1.0)
+    with pytest.raises(ValidationError, match="PREPARED_PREFIX"):
+        Settings(prepared_prefix="prepared")
+
+
+def test_the_storage_connection_string_never_shows_in_repr():
+    settings = Settings(storage_connection_string="AccountKey=very-secret")
+    assert "very-secret" not in repr(settings)
+    assert "very-secret" not in str(settings.model_dump())
+
+
+def test_parameters_default_to_the_notebook_and_refuse_unknown_names():
+    defaults = FineTuneParameters()
+    assert (defaults.num_train_epochs, defaults.learning_rate, defaults.lr_scheduler_type) == (3, 5e-6, "cosine")
+    assert (defaults.apply_lora, defaults.apply_deepspeed, defaults.deepspeed_stage) == (True, True, "2")
+    with pytest.raises(ValidationError, match="extra_forbidden"):
+        FineTuneParameters(num_epochs=3)
+    with pytest.raises(ValidationError):
+        FineTuneParameters(learning_rate=0)
