@@ -33,7 +33,7 @@ class AppContext:
             settings=settings,
             store=store,
             ledger=RunLedger(store, settings.runs_container),
-            engine_factory=engine_factory or (lambda: build_engine(settings)),
+            engine_factory=engine_factory or (lambda: build_engine(settings, store)),
         )
 
     @property

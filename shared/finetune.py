@@ -44,3 +44,41 @@ class FineTuneParameters(BaseModel):
     def canonical_json(self) -> bytes:
         """Byte-stable form: the run id hashes it."""
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+# The notebook's defaults are for Phi-3 on GPUs. On one CPU machine the local engine's models need other values to
+# learn anything in minutes; these are applied over the defaults, and a run's own overrides go over them.
+LOCAL_PRESETS: dict[str, dict[str, object]] = {
+    "tiny": {
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 3e-3,
+        "max_seq_length": 256,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "precision": "32",
+        "logging_steps": 5,
+    },
+    "smollm2-135m-instruct": {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 5e-4,
+        "max_seq_length": 256,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "precision": "32",
+        "logging_steps": 2,
+    },
+}
+
+
+def parameters_for(engine: str, base_model: str, overrides: dict[str, object] | None = None) -> FineTuneParameters:
+    """The effective parameters of a run: the notebook's defaults, the local preset for the model, then overrides.
+
+    Unknown names or bad values raise pydantic's ValidationError."""
+    preset = LOCAL_PRESETS.get(base_model, {}) if engine == "local" else {}
+    return FineTuneParameters.model_validate({**preset, **(overrides or {})})

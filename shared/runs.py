@@ -105,6 +105,8 @@ class RunArtifacts(BaseModel):
     report_md: str | None = None
     train: str | None = None
     test: str | None = None
+    loss_curve: str | None = None  # SVG, written after training
+    training_report: str | None = None  # Markdown summary of the metrics review
 
 
 class ValidationSummary(BaseModel):
@@ -116,6 +118,54 @@ class ValidationSummary(BaseModel):
     test_rows: int
     error_counts: dict[str, int]
     warning_counts: dict[str, int]
+
+
+class RunMetrics(BaseModel):
+    """The job's metrics as reviewed after training; losses on the prepared test split."""
+
+    model_config = ConfigDict(frozen=True)
+
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    base_eval_loss: float | None = None
+    perplexity: float | None = None
+    mean_token_accuracy: float | None = None
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    reasons: list[str]
+    champion: str | None = None  # "name:version" compared against, if any
+    champion_eval_loss: float | None = None
+
+
+class ModelVersion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+
+
+class EndpointRef(BaseModel):
+    """Where the run's model is (or was) served. Never a key: clients ask the engine for those."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    deployment: str
+    scoring_uri: str | None = None
+    previous_deployment: str | None = None
+
+
+class SmokeTestResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    seconds: float
+    answer: str | None = None  # the first characters of the answer
+    error: str | None = None
 
 
 class RunRecord(BaseModel):
@@ -133,6 +183,11 @@ class RunRecord(BaseModel):
     validation: ValidationSummary | None = None
     artifacts: RunArtifacts = Field(default_factory=RunArtifacts)
     job_name: str | None = None
+    metrics: RunMetrics | None = None
+    gate: GateResult | None = None
+    model: ModelVersion | None = None
+    endpoint: EndpointRef | None = None
+    smoke_test: SmokeTestResult | None = None
     error: RunError | None = None
     attempts: list[Attempt] = Field(default_factory=list)
     history: list[Transition] = Field(default_factory=list)

@@ -11,7 +11,7 @@ from shared.chatdata import Split, ValidationOptions, ValidationReport, render_m
 from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.errors import AutopilotError, InvalidInput
-from shared.finetune import FineTuneParameters
+from shared.finetune import FineTuneParameters, parameters_for
 from shared.runs import (
     RUN_ID_PATTERN,
     DatasetRef,
@@ -94,7 +94,7 @@ def intake_dataset(ctx: AppContext, container: str, name: str) -> IntakeOutcome:
         logger.info("%s was already taken in as run %s", source, known_run, extra={"run_id": known_run})
         return IntakeOutcome(IntakeStatus.DUPLICATE, known_run, "this upload was already taken in")
 
-    parameters = FineTuneParameters()
+    parameters = parameters_for(ctx.settings.engine, ctx.settings.base_model)
     with SplitSpool() as spool:
         report = validate_chunks(
             ctx.store.iter_chunks(container, name, etag=blob.etag),

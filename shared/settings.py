@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest", alias="BASE_MODEL_ID"
     )
     local_state_dir: Path = Field(Path(".state"), alias="LOCAL_STATE_DIR")
+    # Where the local engine POSTs its Azure ML-shaped job events: the Functions Event Grid webhook of on_job_event
+    # (Core Tools or `autopilot serve`; the dev host adds its function key). Empty: no webhook.
+    local_events_webhook: str | None = Field(
+        "http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=on_job_event", alias="LOCAL_EVENTS_WEBHOOK"
+    )
 
     # Storage
     storage_connection_string: SecretStr | None = Field(
@@ -51,7 +56,13 @@ class Settings(BaseSettings):
     max_listed_problems: int = Field(100, ge=0, alias="MAX_LISTED_PROBLEMS")
     max_request_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
 
-    # Lifecycle (used by later stages)
+    # Lifecycle
+    finetuned_model_suffix: str = Field("-ft-chat", alias="FINETUNED_MODEL_SUFFIX")
+    gate_min_improvement: float = Field(0.02, ge=0, lt=1, alias="GATE_MIN_IMPROVEMENT")
+    gate_champion_tolerance: float = Field(0.05, ge=0, alias="GATE_CHAMPION_TOLERANCE")
+    keep_previous_deployment: bool = Field(False, alias="KEEP_PREVIOUS_DEPLOYMENT")
+    smoke_test_timeout_s: float = Field(120.0, gt=0, alias="SMOKE_TEST_TIMEOUT_S")
+    max_step_attempts: int = Field(3, ge=1, alias="MAX_STEP_ATTEMPTS")
     idle_minutes: int = Field(60, gt=0, alias="IDLE_MINUTES")
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.engine.base import Engine
 from shared.errors import EngineNotConfigured
 from shared.settings import Settings
 
+if TYPE_CHECKING:
+    from shared.storage import BlobStore
 
-def build_engine(settings: Settings) -> Engine:
-    """The engine the settings name.
 
-    The adapters (shared/engine/local/, shared/engine/azureml.py) are not part of this build yet, so every
-    choice is an EngineNotConfigured error, which intake records on the run: no code path pretends to train.
-    """
+def build_engine(settings: Settings, store: BlobStore | None = None) -> Engine:
+    """The engine the settings name. One that cannot run here is an EngineNotConfigured error, which intake
+    records on the run: no code path pretends to train."""
+    if settings.engine == "local":
+        try:
+            from shared.engine.local.engine import LocalEngine
+        except ImportError as exc:  # the ML stack is a separate install (requirements-local.txt)
+            raise EngineNotConfigured(
+                f"AUTOPILOT_ENGINE=local needs the local engine's packages ({exc.name} is missing): "
+                "pip install -r requirements-local.txt, or run `make deps-local`"
+            ) from exc
+        return LocalEngine(
+            settings.local_state_dir,
+            store,
+            base_model=settings.local_base_model,
+            webhook_url=settings.local_events_webhook,
+        )
     raise EngineNotConfigured(
         f"AUTOPILOT_ENGINE={settings.engine}: this build has no '{settings.engine}' engine yet; "
         "the dataset was validated and prepared, nothing was submitted"

@@ -188,8 +188,8 @@ def test_transient_engine_error_is_raised_recorded_and_retried(
 def test_without_an_engine_the_run_fails_clearly_and_nothing_pretends_to_train(
     ctx: AppContext, settings: Settings
 ):
-    # given the real engine choice of this build (no adapter yet)
-    ctx.engine_factory = AppContext.from_settings(settings).engine_factory
+    # given the real engine choice for an engine this build does not have
+    ctx.engine_factory = AppContext.from_settings(settings.model_copy(update={"engine": "azureml"})).engine_factory
     client = upload(settings, "train.jsonl", VALID)
 
     # when the trigger fires
@@ -199,7 +199,7 @@ def test_without_an_engine_the_run_fails_clearly_and_nothing_pretends_to_train(
     run = only_run(ctx)
     assert run.state == RunState.FAILED
     assert run.error.code == "engine_not_configured"
-    assert "AUTOPILOT_ENGINE=local" in run.error.message
+    assert "AUTOPILOT_ENGINE=azureml" in run.error.message
     assert run.job_name is None
     assert run.artifacts.train is not None
 

@@ -1,0 +1,135 @@
+"""Azure ML run events, as the local engine emits them: the Event Grid schema Azure ML uses, delivered to a
+webhook (the Functions path /runtime/webhooks/eventgrid?functionName=on_job_event) or an in-process callback.
+
+Delivery is retried with backoff and never raises: a lost event is caught later by the reconciler, a crashed
+training job is not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.engine.base import JobStatus
+
+logger = logging.getLogger(__name__)
+
+RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
+PIPELINE_RUN = "azureml.PipelineRun"
+LOCAL_WORKSPACE_TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+    "/providers/Microsoft.MachineLearningServices/workspaces/local"
+)
+
+# Azure ML's spelling of run statuses
+AZURE_RUN_STATUS = {
+    JobStatus.QUEUED: "Queued",
+    JobStatus.RUNNING: "Running",
+    JobStatus.COMPLETED: "Completed",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELED: "Canceled",
+}
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+def run_events(
+    *, job_name: str, status: JobStatus, tags: Mapping[str, str], experiment_name: str, topic: str
+) -> list[dict[str, Any]]:
+    """The events Azure ML sends for a status change: RunStatusChanged, plus RunCompleted on success."""
+    experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ft-autopilot/{experiment_name}"))
+    data = {
+        "experimentId": experiment_id,
+        "experimentName": experiment_name,
+        "runId": job_name,
+        "runType": PIPELINE_RUN,
+        "runTags": dict(tags),
+        "runProperties": {"azureml.runsource": PIPELINE_RUN},
+        "runStatus": AZURE_RUN_STATUS[status],
+    }
+    types = [RUN_STATUS_CHANGED] + ([RUN_COMPLETED] if status == JobStatus.COMPLETED else [])
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return [
+        {
+            "topic": topic,
+            "subject": f"experiments/{experiment_id}/runs/{job_name}",
+            "eventType": event_type,
+            "eventTime": now,
+            "id": str(uuid.uuid4()),
+            "data": {k: v for k, v in data.items() if k != "runStatus" or event_type == RUN_STATUS_CHANGED},
+            "dataVersion": "2",
+            "metadataVersion": "1",
+        }
+        for event_type in types
+    ]
+
+
+class EventDelivery:
+    def __init__(
+        self,
+        webhook_url: str | None = None,
+        callback: EventCallback | None = None,
+        *,
+        attempts: int = 5,
+        first_backoff_s: float = 0.5,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._webhook_url = webhook_url
+        self._callback = callback
+        self._attempts = attempts
+        self._first_backoff_s = first_backoff_s
+        self._timeout_s = timeout_s
+
+    def deliver(self, event: dict[str, Any]) -> bool:
+        """True when every configured destination took the event. Never raises."""
+        delivered = True
+        if self._callback is not None:
+            delivered &= self._with_retries(event, self._call_back, "callback")
+        if self._webhook_url:
+            delivered &= self._with_retries(event, self._post, "webhook")
+        return delivered
+
+    def _with_retries(self, event: dict[str, Any], send: Callable[[dict[str, Any]], None], where: str) -> bool:
+        backoff = self._first_backoff_s
+        for attempt in range(1, self._attempts + 1):
+            try:
+                send(event)
+                return True
+            except Exception as exc:  # delivery must never crash the job
+                logger.warning(
+                    "event %s %s for run %s: %s delivery attempt %d/%d failed: %s",
+                    event["eventType"].rsplit(".", 1)[-1],
+                    event["data"].get("runStatus", ""),
+                    event["data"]["runId"],
+                    where,
+                    attempt,
+                    self._attempts,
+                    exc,
+                )
+                if attempt < self._attempts:
+                    time.sleep(backoff)
+                    backoff *= 2
+        return False
+
+    def _call_back(self, event: dict[str, Any]) -> None:
+        assert self._callback is not None
+        self._callback(event)
+
+    def _post(self, event: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            self._webhook_url,
+            data=json.dumps([event]).encode(),
+            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+            if not 200 <= response.status < 300:
+                raise urllib.error.HTTPError(self._webhook_url, response.status, "not accepted", response.headers, None)

@@ -1,0 +1,371 @@
+"""Use cases after submission: follow the job, then review, gate, register, deploy, smoke-test, shift traffic.
+
+Every step reads the run's state first and writes its outcome with a guarded transition, so a duplicated or
+late event repeats nothing: each step is idempotent, and the engine's creates are get-or-create.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+import orjson
+
+from shared.charts import loss_curve_svg
+from shared.context import AppContext
+from shared.engine.base import MANAGED_TAG, RUN_TAG, JobStatus, ModelRef
+from shared.errors import AutopilotError
+from shared.gate import GatePolicy, quality_gate
+from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
+from shared.runs import (
+    EndpointRef,
+    ModelVersion,
+    RunError,
+    RunMetrics,
+    RunRecord,
+    RunState,
+    SmokeTestResult,
+    add_attempt,
+    advance_from,
+)
+from shared.scoring import answer_text, scoring_request, smoke_test_conversation
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+T = TypeVar("T")
+
+# How a job status moves a run, from the states it may come from.
+_JOB_TRANSITIONS: dict[JobStatus, tuple[frozenset[RunState], RunState]] = {
+    JobStatus.RUNNING: (frozenset({RunState.SUBMITTED}), RunState.RUNNING),
+    JobStatus.COMPLETED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.TRAINED),
+    JobStatus.FAILED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.FAILED),
+    JobStatus.CANCELED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.CANCELED),
+}
+
+
+def model_name_for(ctx: AppContext, record: RunRecord) -> str:
+    return finetuned_model_name(record.base_model, ctx.settings.finetuned_model_suffix)
+
+
+def record_job_status(ctx: AppContext, run_id: str, status: JobStatus, *, error: str | None = None) -> RunRecord:
+    """Apply a job status to the run. A status that does not fit the run's state (stale, duplicated or out of
+    order) changes nothing."""
+    if status not in _JOB_TRANSITIONS:
+        return ctx.ledger.get(run_id)
+    sources, target = _JOB_TRANSITIONS[status]
+    reason = f"job {status}" + (f": {error}" if error else "")
+    changes = (
+        {"error": RunError(code=f"job_{status}", message=error or f"the job was {status}")}
+        if status in (JobStatus.FAILED, JobStatus.CANCELED)
+        else {}
+    )
+
+    def change(record: RunRecord) -> RunRecord | None:
+        if record.state not in sources:
+            return None
+        return advance_from(record.state, target, reason, ctx.now(), **changes)(record)
+
+    before = ctx.ledger.get(run_id)
+    after = ctx.ledger.update(run_id, change)
+    if after.state == before.state:
+        logger.info("run %s: job %s ignored in state %s", run_id, status, before.state, extra={"run_id": run_id})
+    return after
+
+
+def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
+    """Carry a trained run as far as it goes: review, gate, register, deploy, smoke-test, shift traffic."""
+    record = record_job_status(ctx, run_id, JobStatus.COMPLETED)
+    steps: dict[RunState, Callable[[AppContext, RunRecord], RunRecord]] = {
+        RunState.TRAINED: _review_gate_register,
+        RunState.REGISTERED: _deploy,
+        RunState.DEPLOYING: _smoke_test_and_shift,
+    }
+    while record.state in steps:
+        record = steps[record.state](ctx, record)
+    return record
+
+
+def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
+    engine, run_id = ctx.engine, record.run_id
+    job_metrics = _attempt(ctx, record, "review", lambda: engine.job_metrics(record.job_name))
+    metrics = RunMetrics(
+        train_loss=job_metrics.train_loss,
+        eval_loss=job_metrics.eval_loss,
+        base_eval_loss=job_metrics.base_eval_loss,
+        perplexity=job_metrics.perplexity,
+        mean_token_accuracy=job_metrics.mean_token_accuracy,
+    )
+    artifacts = _write_training_report(ctx, record, metrics, job_metrics.loss_curve)
+    model_name = model_name_for(ctx, record)
+    champion = _attempt(ctx, record, "review", lambda: engine.get_model(model_name, alias=CHAMPION))
+    champion_loss = _float_tag(champion.tags.get("eval_loss")) if champion else None
+    policy = GatePolicy(ctx.settings.gate_min_improvement, ctx.settings.gate_champion_tolerance)
+    gate = quality_gate(
+        metrics,
+        policy,
+        champion=f"{champion.name}:{champion.version}" if champion else None,
+        champion_eval_loss=champion_loss,
+    )
+    logger.info(
+        "run %s gate %s: %s",
+        run_id,
+        "passed" if gate.passed else "failed",
+        "; ".join(gate.reasons),
+        extra={"run_id": run_id},
+    )
+    if not gate.passed:
+        return ctx.ledger.update(
+            run_id,
+            advance_from(
+                RunState.TRAINED,
+                RunState.GATED_OUT,
+                "quality gate: " + "; ".join(gate.reasons),
+                ctx.now(),
+                metrics=metrics,
+                gate=gate,
+                artifacts=artifacts,
+            ),
+        )
+    tags = {
+        RUN_TAG: run_id,
+        "dataset_sha256": record.dataset.sha256,
+        "base_model": record.base_model,
+        "parameters": record.parameters.canonical_json().decode(),
+        "eval_loss": f"{metrics.eval_loss:.6f}",
+    }
+    model = _attempt(ctx, record, "register", lambda: engine.register_model(record.job_name, model_name, tags))
+    return ctx.ledger.update(
+        run_id,
+        advance_from(
+            RunState.TRAINED,
+            RunState.REGISTERED,
+            f"registered {model.name} version {model.version}",
+            ctx.now(),
+            metrics=metrics,
+            gate=gate,
+            artifacts=artifacts,
+            model=ModelVersion(name=model.name, version=model.version),
+        ),
+    )
+
+
+def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
+    engine, run_id = ctx.engine, record.run_id
+    endpoint_name = endpoint_name_for(record.model.name)
+    deployment = deployment_name_for(run_id)
+    endpoint = _attempt(
+        ctx,
+        record,
+        "deploy",
+        lambda: engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": record.model.name}),
+    )
+    serving = [
+        name
+        for name, weight in sorted(endpoint.traffic.items(), key=lambda kv: -kv[1])
+        if weight > 0 and name != deployment
+    ]
+    model = ModelRef(name=record.model.name, version=record.model.version)
+    _attempt(ctx, record, "deploy", lambda: engine.create_deployment(endpoint_name, deployment, model))
+    ref = EndpointRef(
+        name=endpoint_name,
+        deployment=deployment,
+        scoring_uri=endpoint.scoring_uri,
+        previous_deployment=serving[0] if serving else None,
+    )
+    return ctx.ledger.update(
+        run_id,
+        advance_from(
+            RunState.REGISTERED,
+            RunState.DEPLOYING,
+            f"deployment {deployment} created on {endpoint_name} at 0% traffic",
+            ctx.now(),
+            endpoint=ref,
+        ),
+    )
+
+
+def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
+    engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    result = smoke_test(ctx, record)
+    if not result.passed:
+        logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
+        _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
+        kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
+        return ctx.ledger.update(
+            run_id,
+            advance_from(
+                RunState.DEPLOYING,
+                RunState.ROLLED_BACK,
+                f"smoke test failed: {result.error}{kept}",
+                ctx.now(),
+                smoke_test=result,
+                error=RunError(code="smoke_test_failed", message=result.error or "no answer"),
+            ),
+        )
+    keep = ref.previous_deployment if ctx.settings.keep_previous_deployment else None
+    traffic = {ref.deployment: 100, **({keep: 0} if keep else {})}
+    endpoint = _attempt(ctx, record, "shift", lambda: engine.set_traffic(ref.name, traffic))
+    for name in endpoint.traffic:
+        if name not in traffic:
+            _attempt(ctx, record, "retire", lambda name=name: engine.delete_deployment(ref.name, name))
+    _attempt(
+        ctx,
+        record,
+        "promote",
+        lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
+    )
+    return ctx.ledger.update(
+        run_id,
+        advance_from(
+            RunState.DEPLOYING,
+            RunState.DEPLOYED,
+            f"smoke test passed in {result.seconds:.1f} s; 100% traffic on {ref.deployment}",
+            ctx.now(),
+            smoke_test=result,
+            endpoint=ref.model_copy(update={"scoring_uri": endpoint.scoring_uri}),
+        ),
+    )
+
+
+def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
+    """The seed's request (a held-out conversation), pinned to the new deployment: a non-empty answer in time."""
+    container, _, name = record.artifacts.test.partition("/")
+    first_line = next(iter(_lines(ctx, container, name)), None)
+    if first_line is None:
+        container, _, name = record.artifacts.train.partition("/")
+        first_line = next(iter(_lines(ctx, container, name)))
+    request = scoring_request(smoke_test_conversation(orjson.loads(first_line)))
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        future = pool.submit(ctx.engine.invoke, record.endpoint.name, request, record.endpoint.deployment)
+        answer = answer_text(future.result(timeout=ctx.settings.smoke_test_timeout_s))
+    except FutureTimeout:
+        return SmokeTestResult(
+            passed=False,
+            seconds=time.monotonic() - started,
+            error=f"no answer within {ctx.settings.smoke_test_timeout_s:.0f} s",
+        )
+    except AutopilotError as exc:
+        return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=f"{exc.code}: {exc.message}")
+    finally:
+        pool.shutdown(wait=False)
+    seconds = time.monotonic() - started
+    if not answer or not answer.strip():
+        return SmokeTestResult(passed=False, seconds=seconds, error="the deployment answered with an empty text")
+    return SmokeTestResult(passed=True, seconds=seconds, answer=answer[:200])
+
+
+def _attempt(ctx: AppContext, record: RunRecord, stage: str, operation: Callable[[], T]) -> T:
+    """Run one engine operation. A transient failure is noted on the run and raised (the platform redelivers)
+    until the stage has failed MAX_STEP_ATTEMPTS times; then, or on a permanent error, the run fails."""
+    try:
+        return operation()
+    except AutopilotError as exc:
+        run_id, error = record.run_id, exc
+        updated = ctx.ledger.update(
+            run_id, lambda r: add_attempt(r, stage=stage, code=error.code, message=error.message, now=ctx.now())
+        )
+        tries = sum(1 for a in updated.attempts if a.stage == stage)
+        if exc.transient and tries < ctx.settings.max_step_attempts:
+            logger.warning(
+                "run %s: %s failed (%d/%d), will be retried: %s",
+                run_id,
+                stage,
+                tries,
+                ctx.settings.max_step_attempts,
+                exc.message,
+                extra={"run_id": run_id},
+            )
+            raise
+        logger.error("run %s: %s failed for good: %s", run_id, stage, exc.message, extra={"run_id": run_id})
+        ctx.ledger.update(
+            run_id,
+            advance_from(
+                updated.state,
+                RunState.FAILED,
+                f"{stage} failed: {exc.code}",
+                ctx.now(),
+                error=RunError(code=exc.code, message=exc.message),
+            ),
+        )
+        raise StepFailed(f"run {run_id}: {stage} failed: {exc.message}", code=exc.code) from exc
+
+
+class StepFailed(AutopilotError):
+    """A lifecycle step failed for good; the run is recorded `failed`. Not retried."""
+
+    code = "step_failed"
+
+
+def _write_training_report(
+    ctx: AppContext, record: RunRecord, metrics: RunMetrics, loss_curve: tuple[tuple[int, float], ...]
+):
+    container = record.dataset.container
+    prefix = f"{ctx.settings.prepared_prefix}{record.run_id}/"
+    svg = loss_curve_svg(
+        loss_curve,
+        base_eval_loss=metrics.base_eval_loss,
+        eval_loss=metrics.eval_loss,
+        title=f"Run {record.run_id}: training loss",
+    )
+    ctx.store.write(container, f"{prefix}loss_curve.svg", svg.encode(), content_type="image/svg+xml")
+    ctx.store.write(
+        container,
+        f"{prefix}training.md",
+        _training_markdown(record, metrics).encode(),
+        content_type="text/markdown; charset=utf-8",
+    )
+    return record.artifacts.model_copy(
+        update={
+            "loss_curve": f"{container}/{prefix}loss_curve.svg",
+            "training_report": f"{container}/{prefix}training.md",
+        }
+    )
+
+
+def _training_markdown(record: RunRecord, metrics: RunMetrics) -> str:
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    return "\n".join(
+        [
+            f"# Training review: run {record.run_id}",
+            "",
+            f"- Base model: `{record.base_model}`; dataset `{record.dataset.container}/{record.dataset.blob}` "
+            f"(sha256 `{record.dataset.sha256[:12]}…`)",
+            f"- Job: `{record.job_name}` on the {record.engine} engine",
+            "",
+            "| metric | base model | fine-tuned |",
+            "|---|---|---|",
+            f"| eval loss | {show(metrics.base_eval_loss)} | {show(metrics.eval_loss)} |",
+            f"| perplexity | - | {show(metrics.perplexity)} |",
+            f"| mean token accuracy | - | {show(metrics.mean_token_accuracy)} |",
+            f"| final train loss | - | {show(metrics.train_loss)} |",
+            "",
+            "![loss curve](loss_curve.svg)",
+            "",
+        ]
+    )
+
+
+def _lines(ctx: AppContext, container: str, name: str):
+    pending = b""
+    for chunk in ctx.store.iter_chunks(container, name):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending
+
+
+def _float_tag(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

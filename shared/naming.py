@@ -1,0 +1,35 @@
+"""Names the app gives to models, endpoints and deployments. Pure.
+
+Endpoint and deployment names follow Azure's rules (3-32 characters, letters, digits and hyphens, starting with
+a letter). One stable endpoint per fine-tuned model name keeps clients on the same URL across retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_ENDPOINT_NAME = 32
+
+
+def finetuned_model_name(base_model: str, suffix: str) -> str:
+    """`Phi-3-mini-4k-instruct` + suffix from a registry asset id, a hub id, a folder or a short name."""
+    if "/models/" in base_model:  # azureml://registries/<r>/models/<name>/versions|labels/<v>
+        base = base_model.split("/models/", 1)[1].split("/", 1)[0]
+    else:
+        base = base_model.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base + suffix).strip("-") or "model"
+
+
+def endpoint_name_for(model_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", model_name.lower()).strip("-")
+    name = f"ep-{slug}"
+    if len(name) > MAX_ENDPOINT_NAME:
+        digest = hashlib.sha256(model_name.encode()).hexdigest()[:6]
+        name = f"{name[: MAX_ENDPOINT_NAME - 7].rstrip('-')}-{digest}"
+    return name
+
+
+def deployment_name_for(run_id: str) -> str:
+    """One deployment per run: `d-` and the run id's 12 hex digits (blue/green by name, not by colour)."""
+    return "d-" + run_id.removeprefix("ft-")
