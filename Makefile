@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite-blob
 DEPS_STAMP := $(VENV)/.deps-installed
+LOCAL_STAMP := $(VENV)/.local-deps-installed
 
-.PHONY: all demo test lint bench clean deps
+.PHONY: all demo test lint bench clean deps deps-local
 
 all: test
 
@@ -19,11 +20,19 @@ $(DEPS_STAMP): $(PY) requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The local engine's ML stack (about 2 GB; torch is the CPU build pinned in the file).
+$(LOCAL_STAMP): $(DEPS_STAMP) requirements-local.txt requirements-local-nodeps.txt
+	$(PY) -m pip install --quiet -r requirements-local.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-local-nodeps.txt
+	touch $@
+
 $(AZURITE): package.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-deps: $(DEPS_STAMP) $(AZURITE)
+deps: $(DEPS_STAMP) $(LOCAL_STAMP) $(AZURITE)
+
+deps-local: $(LOCAL_STAMP)
 
 demo: deps
 	$(VENV)/bin/autopilot demo

@@ -6,6 +6,8 @@ import azure.functions as func
 
 from functions.datasets import bp as datasets
 from functions.http_api import bp as http_api
+from functions.job_events import bp as job_events
+from functions.timers import bp as timers
 
 for noisy in ("azure", "azure.core.pipeline.policies.http_logging_policy", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -13,3 +15,5 @@ for noisy in ("azure", "azure.core.pipeline.policies.http_logging_policy", "urll
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(datasets)
 app.register_functions(http_api)
+app.register_functions(job_events)
+app.register_functions(timers)

@@ -1,14 +1,22 @@
-"""HTTP API: dataset validation and run status. Auth level FUNCTION (the app's default)."""
+"""HTTP API: runs, validation and endpoints. Auth level FUNCTION (the app's default). Never returns a key."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import azure.functions as func
+from pydantic import BaseModel, ValidationError
 
 from functions.http_responses import json_errors, json_response
+from shared.api import CreateRunRequest, EndpointView
 from shared.context import get_context
 from shared.errors import InvalidInput, PayloadTooLarge
-from shared.services import get_run, list_runs, validate_bytes
+from shared.lifecycle import cancel_run, restore_endpoint
+from shared.services import IntakeStatus, create_run, get_run, list_runs, validate_bytes
 from shared.settings import get_settings
+
+MAX_JSON_BODY_BYTES = 64 * 1024
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 bp = func.Blueprint()
 
@@ -25,12 +33,21 @@ def validate_dataset(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(report.model_dump(mode="json"), 200 if report.valid else 422)
 
 
+@bp.function_name("create_run")
+@bp.route(route="runs", methods=["POST"])
+@json_errors
+def create_run_handler(req: func.HttpRequest) -> func.HttpResponse:
+    request = _json_body(req, CreateRunRequest)
+    outcome, record = create_run(get_context(), request)
+    status = 422 if outcome.status == IntakeStatus.REJECTED else 202
+    return json_response(_run_json(record), status)
+
+
 @bp.function_name("get_run")
 @bp.route(route="runs/{run_id}", methods=["GET"])
 @json_errors
 def get_run_handler(req: func.HttpRequest) -> func.HttpResponse:
-    record = get_run(get_context(), req.route_params.get("run_id", ""))
-    return json_response(record.model_dump(mode="json", by_alias=True))
+    return json_response(_run_json(get_run(get_context(), req.route_params.get("run_id", ""))))
 
 
 @bp.function_name("list_runs")
@@ -39,7 +56,51 @@ def get_run_handler(req: func.HttpRequest) -> func.HttpResponse:
 def list_runs_handler(req: func.HttpRequest) -> func.HttpResponse:
     limit = _optional_int(req, "limit")
     records = list_runs(get_context(), state=req.params.get("state"), limit=100 if limit is None else limit)
-    return json_response({"runs": [record.model_dump(mode="json", by_alias=True) for record in records]})
+    return json_response({"runs": [_run_json(record) for record in records]})
+
+
+@bp.function_name("cancel_run")
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"])
+@json_errors
+def cancel_run_handler(req: func.HttpRequest) -> func.HttpResponse:
+    context = get_context()
+    record = get_run(context, req.route_params.get("run_id", ""))  # validates the id, 404 when unknown
+    return json_response(_run_json(cancel_run(context, record.run_id)), 202)
+
+
+@bp.function_name("list_endpoints")
+@bp.route(route="endpoints", methods=["GET"])
+@json_errors
+def list_endpoints_handler(req: func.HttpRequest) -> func.HttpResponse:
+    context = get_context()
+    now = context.now()
+    views = [EndpointView.of(endpoint, now).model_dump(mode="json") for endpoint in context.engine.list_endpoints()]
+    return json_response({"endpoints": views})
+
+
+@bp.function_name("restore_endpoint")
+@bp.route(route="endpoints/{name}/restore", methods=["POST"])
+@json_errors
+def restore_endpoint_handler(req: func.HttpRequest) -> func.HttpResponse:
+    name = req.route_params.get("name", "")
+    if not name or len(name) > 32 or not name.replace("-", "").isalnum():
+        raise InvalidInput(f"{name!r} is not an endpoint name")
+    return json_response(_run_json(restore_endpoint(get_context(), name)), 202)
+
+
+def _run_json(record) -> dict:
+    return record.model_dump(mode="json", by_alias=True)
+
+
+def _json_body(req: func.HttpRequest, model: type[BodyT]) -> BodyT:
+    body = req.get_body()
+    if len(body) > MAX_JSON_BODY_BYTES:
+        raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {MAX_JSON_BODY_BYTES}")
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid request body: {problems}") from exc
 
 
 def _optional_float(req: func.HttpRequest, name: str) -> float | None:

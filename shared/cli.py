@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -42,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="show dataset intake end to end on the bundled samples (local Azurite)")
     demo.set_defaults(run=_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="validate, train, evaluate, register and deploy one dataset file, synchronously",
+        description="Exit 0 when the run ends deployed, 1 when it ends otherwise (rejected, gated out, failed...), "
+        "2 on bad usage or settings.",
+    )
+    run.add_argument("path", type=Path, help="the JSONL dataset")
+    run.add_argument("--engine", choices=["local", "azureml"], default=None, help="default: AUTOPILOT_ENGINE")
+    run.add_argument("--base-model", default=None, metavar="MODEL",
+                     help="local engine: tiny, smollm2-135m-instruct or a model folder (default: LOCAL_BASE_MODEL)")
+    run.add_argument("--json", action="store_true", help="print only the result as JSON")
+    run.set_defaults(run=_run)
+
+    endpoints = commands.add_parser("endpoints", help="list, show the key of, or delete endpoints")
+    endpoint_commands = endpoints.add_subparsers(dest="endpoint_command", metavar="ACTION", required=True)
+    endpoint_commands.add_parser("list", help="endpoints with traffic, request counts and idle time")
+    for action, text in (("key", "print the primary key"), ("delete", "delete the endpoint and its deployments")):
+        endpoint_commands.add_parser(action, help=text).add_argument("name")
+    endpoints.set_defaults(run=_endpoints)
     return parser
 
 
@@ -98,6 +120,84 @@ def _chunks(source: BinaryIO, path: str) -> Iterator[bytes]:
         yield chunk
     if show:
         print(file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from shared.errors import AutopilotError
+    from shared.runner import app_context, run_file
+
+    settings = _settings(engine=args.engine, local_base_model=args.base_model, local_events_webhook=None)
+    if settings is None:
+        return EXIT_USAGE
+    if not args.path.is_file():
+        print(f"autopilot: cannot read {args.path}: not a file", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with app_context(settings) as context:
+            result = run_file(context, args.path)
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            if value is not None:
+                print(f"{key}: {value}")
+    return EXIT_VALID if result.record.state.value == "deployed" else EXIT_INVALID
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    from shared.engine import build_engine
+    from shared.errors import AutopilotError
+
+    settings = _settings()
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        engine = build_engine(settings)
+        if args.endpoint_command == "key":
+            print(engine.get_keys(args.name).primary)
+        elif args.endpoint_command == "delete":
+            engine.delete_endpoint(args.name)
+            print(f"deleted {args.name}")
+        else:
+            _print_endpoints(engine.list_endpoints())
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_VALID
+
+
+def _print_endpoints(endpoints) -> None:
+    from datetime import UTC, datetime
+
+    if not endpoints:
+        print("no endpoints")
+        return
+    now = datetime.now(UTC)
+    print(f"{'NAME':<32} {'REQUESTS':>8} {'IDLE MIN':>8}  {'TRAFFIC':<28} SCORING URI")
+    for endpoint in endpoints:
+        last = endpoint.last_request_at or endpoint.created_at
+        idle = f"{(now - last).total_seconds() / 60:.0f}" if last else "-"
+        traffic = ",".join(f"{name}={weight}" for name, weight in endpoint.traffic.items()) or "-"
+        print(f"{endpoint.name:<32} {endpoint.request_count:>8} {idle:>8}  {traffic:<28} {endpoint.scoring_uri}")
+
+
+def _settings(**overrides):
+    from shared.settings import Settings, get_settings
+
+    try:
+        base = get_settings()
+        given = {key: value for key, value in overrides.items() if value is not None or key == "local_events_webhook"}
+        return Settings.model_validate({**base.model_dump(), **given}) if given else base
+    except (ValidationError, ValueError) as exc:
+        print(f"autopilot: invalid settings: {exc}", file=sys.stderr)
+        return None
 
 
 def _demo(args: argparse.Namespace) -> int:

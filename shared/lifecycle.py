@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
 from typing import TypeVar
 
 import orjson
@@ -18,7 +19,8 @@ import orjson
 from shared.charts import loss_curve_svg
 from shared.context import AppContext
 from shared.engine.base import MANAGED_TAG, RUN_TAG, JobStatus, ModelRef
-from shared.errors import AutopilotError
+from shared.errors import AutopilotError, InvalidTransition, NotFound
+from shared.events import JobEvent, ignore_reason
 from shared.gate import GatePolicy, quality_gate
 from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
 from shared.runs import (
@@ -369,3 +371,125 @@ def _float_tag(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def handle_job_event(ctx: AppContext, event: JobEvent) -> str:
+    """What on_job_event does with one Azure ML run event; returns what happened, for the log."""
+    reason = ignore_reason(event, ctx.settings.workspace_topic)
+    if reason is None:
+        record = ctx.ledger.find(event.app_run_id)
+        if record is None:
+            reason = f"unknown run {event.app_run_id}"
+        elif record.job_name not in (None, event.job_name):
+            reason = f"run {record.run_id} belongs to job {record.job_name}, not {event.job_name}"
+    if reason is not None:
+        logger.info("job event %s ignored: %s", event.event_id, reason, extra={"run_id": event.app_run_id})
+        return f"ignored: {reason}"
+    run_id = event.app_run_id
+    if event.status == JobStatus.COMPLETED:
+        try:
+            record = complete_run(ctx, run_id)
+        except StepFailed as exc:
+            return f"run {run_id} failed: {exc.message}"  # recorded on the run; a redelivery would not help
+    elif event.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        job = ctx.engine.get_job(event.job_name)
+        record = record_job_status(ctx, run_id, event.status, error=job.error)
+    else:
+        record = record_job_status(ctx, run_id, event.status)
+    return f"run {run_id}: {record.state}"
+
+
+def cancel_run(ctx: AppContext, run_id: str) -> RunRecord:
+    record = ctx.ledger.get(run_id)
+    if record.state not in (RunState.SUBMITTED, RunState.RUNNING):
+        raise InvalidTransition(f"run {run_id} is {record.state}; only submitted or running runs can be canceled")
+    ctx.engine.cancel_job(record.job_name)
+    return record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled on request")
+
+
+def reconcile_runs(ctx: AppContext) -> list[str]:
+    """Catch up on runs whose events were lost (or never sent: failed deployments emit none) by polling the engine."""
+    now = ctx.now()
+    stale_after = timedelta(minutes=ctx.settings.reconcile_after_minutes)
+    outcomes = []
+    for record in ctx.ledger.list(limit=1000):
+        try:
+            if record.state in (RunState.SUBMITTED, RunState.RUNNING) and record.job_name:
+                job = ctx.engine.get_job(record.job_name)
+                if job.status == JobStatus.COMPLETED:
+                    record = complete_run(ctx, record.run_id)
+                elif job.status != JobStatus.QUEUED:
+                    record = record_job_status(ctx, record.run_id, job.status, error=job.error)
+            elif record.state in _RESUMABLE and now - record.updated_at > stale_after:
+                record = complete_run(ctx, record.run_id)
+            else:
+                continue
+            outcomes.append(f"{record.run_id}: {record.state}")
+        except AutopilotError as exc:  # one run's trouble must not stop the sweep
+            logger.warning("reconcile %s: %s", record.run_id, exc.message, extra={"run_id": record.run_id})
+            outcomes.append(f"{record.run_id}: {exc.code}")
+    return outcomes
+
+
+_RESUMABLE = frozenset({RunState.TRAINED, RunState.REGISTERED, RunState.DEPLOYING})
+
+
+def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
+    """Delete managed endpoints idle for IDLE_MINUTES (and past the grace period after creation). Their runs become
+    torn_down, keeping the model and endpoint name that restore_endpoint needs. Untagged endpoints are never touched."""
+    now = ctx.now()
+    idle_for = timedelta(minutes=ctx.settings.idle_minutes)
+    grace = timedelta(minutes=ctx.settings.idle_grace_minutes)
+    torn_down = []
+    for endpoint in ctx.engine.list_endpoints():
+        if not endpoint.is_managed:
+            continue
+        last_use = endpoint.last_request_at or endpoint.created_at
+        if endpoint.created_at is None or now - endpoint.created_at < grace or last_use is None:
+            continue
+        if now - last_use < idle_for:
+            continue
+        idle_minutes = (now - last_use).total_seconds() / 60
+        ctx.engine.delete_endpoint(endpoint.name)
+        reason = f"endpoint {endpoint.name} idle for {idle_minutes:.0f} min: torn down; the model is kept for restore"
+        for record in ctx.ledger.list(state=RunState.DEPLOYED, limit=1000):
+            if record.endpoint and record.endpoint.name == endpoint.name:
+                ctx.ledger.update(record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
+        logger.info("%s", reason)
+        torn_down.append(endpoint.name)
+    return torn_down
+
+
+def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
+    """Re-create a torn-down endpoint from its registered champion, smoke-test it and give it all traffic."""
+    candidates = [
+        r
+        for r in ctx.ledger.list(state=RunState.TORN_DOWN, limit=1000)
+        if r.endpoint and r.endpoint.name == endpoint_name
+    ]
+    if not candidates:
+        raise NotFound(f"no torn-down endpoint named {endpoint_name}", code="endpoint_not_found")
+    record = max(candidates, key=lambda r: r.updated_at)
+    champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
+    model = champion or ModelRef(name=record.model.name, version=record.model.version)
+    deployment = deployment_name_for(record.run_id)
+    endpoint = _attempt(
+        ctx,
+        record,
+        "restore",
+        lambda: ctx.engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": model.name}),
+    )
+    _attempt(ctx, record, "restore", lambda: ctx.engine.create_deployment(endpoint_name, deployment, model))
+    ref = EndpointRef(name=endpoint_name, deployment=deployment, scoring_uri=endpoint.scoring_uri)
+    ctx.ledger.update(
+        record.run_id,
+        advance_from(
+            RunState.TORN_DOWN,
+            RunState.DEPLOYING,
+            f"restore: {model.name} version {model.version} on {endpoint_name}",
+            ctx.now(),
+            endpoint=ref,
+            model=ModelVersion(name=model.name, version=model.version),
+        ),
+    )
+    return complete_run(ctx, record.run_id)

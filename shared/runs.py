@@ -197,9 +197,11 @@ class RunRecord(BaseModel):
         return self.state in TERMINAL_STATES
 
 
-def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: str) -> str:
+def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: str, salt: str = "") -> str:
+    """Deterministic: the same content, parameters and base model are one run. A salt forces a new one."""
     digest = hashlib.sha256()
-    for part in (dataset_sha256.encode(), parameters.canonical_json(), base_model.encode()):
+    parts = [dataset_sha256.encode(), parameters.canonical_json(), base_model.encode()]
+    for part in parts + ([salt.encode()] if salt else []):
         digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two inputs share a byte stream
         digest.update(part)
     return "ft-" + digest.hexdigest()[:12]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import ValidationError
+
+from shared.api import CreateRunRequest
 from shared.chatdata import Split, ValidationOptions, ValidationReport, render_markdown, validate_chunks
 from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
@@ -77,31 +81,40 @@ def is_dataset_blob(settings: Settings, name: str) -> bool:
     return name.endswith(DATASET_SUFFIX) and not name.startswith(settings.prepared_prefix)
 
 
-def intake_dataset(ctx: AppContext, container: str, name: str) -> IntakeOutcome:
+def intake_dataset(
+    ctx: AppContext,
+    container: str,
+    name: str,
+    *,
+    parameters: FineTuneParameters | None = None,
+    force: bool = False,
+) -> IntakeOutcome:
     """An uploaded blob becomes exactly one run: validated, split, recorded and, when valid, submitted.
 
     Safe to call any number of times for the same blob, concurrently too. Invalid data is recorded and
     returned; transient storage or engine errors are raised (so the platform retries) after being noted
-    on the run when there is one.
+    on the run when there is one. `parameters` replace the defaults; `force` makes a new run even for
+    content that was run before.
     """
     if not is_dataset_blob(ctx.settings, name):
         logger.info("ignoring %s/%s: not a %s dataset upload", container, name, DATASET_SUFFIX)
         return IntakeOutcome(IntakeStatus.IGNORED, None, f"{name} is not a dataset upload")
     source = f"{container}/{name}"
     blob = ctx.store.info(container, name)
-    receipt_key = f"{source}@{blob.etag}"
-    if (known_run := ctx.ledger.receipt(receipt_key)) is not None:
+    # Receipts only short-cut the trigger's redeliveries (default parameters, no force).
+    receipt_key = f"{source}@{blob.etag}" if parameters is None and not force else None
+    if receipt_key and (known_run := ctx.ledger.receipt(receipt_key)) is not None:
         logger.info("%s was already taken in as run %s", source, known_run, extra={"run_id": known_run})
         return IntakeOutcome(IntakeStatus.DUPLICATE, known_run, "this upload was already taken in")
 
-    parameters = parameters_for(ctx.settings.engine, ctx.settings.base_model)
+    parameters = parameters or parameters_for(ctx.settings.engine, ctx.settings.base_model)
     with SplitSpool() as spool:
         report = validate_chunks(
             ctx.store.iter_chunks(container, name, etag=blob.etag),
             validation_options(ctx.settings, parameters=parameters),
             on_example=spool.add,
         )
-        run_id = run_id_for(report.sha256, parameters, ctx.settings.base_model)
+        run_id = run_id_for(report.sha256, parameters, ctx.settings.base_model, salt=uuid.uuid4().hex if force else "")
         dataset = DatasetRef(container=container, blob=name, sha256=report.sha256, size_bytes=blob.size, etag=blob.etag)
         record, created = ctx.ledger.create(
             new_run(
@@ -124,7 +137,8 @@ def intake_dataset(ctx: AppContext, container: str, name: str) -> IntakeOutcome:
         if not created:
             record = ctx.ledger.update(run_id, lambda r: add_source(r, source, ctx.now()))
             if record.state not in (RunState.RECEIVED, RunState.VALIDATING):
-                ctx.ledger.add_receipt(receipt_key, run_id)
+                if receipt_key:
+                    ctx.ledger.add_receipt(receipt_key, run_id)
                 return IntakeOutcome(IntakeStatus.DUPLICATE, run_id, f"same content as run {run_id} ({record.state})")
         try:
             outcome = _prepare_and_submit(ctx, record, report, spool)
@@ -132,7 +146,8 @@ def intake_dataset(ctx: AppContext, container: str, name: str) -> IntakeOutcome:
             if exc.transient:
                 _note_attempt(ctx, run_id, "intake", exc)
             raise
-    ctx.ledger.add_receipt(receipt_key, run_id)
+    if receipt_key:
+        ctx.ledger.add_receipt(receipt_key, run_id)
     return outcome
 
 
@@ -260,3 +275,18 @@ def iter_file_chunks(path: str, chunk_bytes: int = BODY_CHUNK_BYTES) -> Iterator
     with open(path, "rb") as file:
         while chunk := file.read(chunk_bytes):
             yield chunk
+
+
+def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
+    """An ad-hoc run of a dataset already in the datasets container, with parameter overrides."""
+    try:
+        parameters = parameters_for(ctx.settings.engine, ctx.settings.base_model, request.parameters)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid parameters: {problems}") from exc
+    if not is_dataset_blob(ctx.settings, request.dataset):
+        raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
+    outcome = intake_dataset(
+        ctx, ctx.settings.datasets_container, request.dataset, parameters=parameters, force=request.force
+    )
+    return outcome, ctx.ledger.get(outcome.run_id)

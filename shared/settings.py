@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     keep_previous_deployment: bool = Field(False, alias="KEEP_PREVIOUS_DEPLOYMENT")
     smoke_test_timeout_s: float = Field(120.0, gt=0, alias="SMOKE_TEST_TIMEOUT_S")
     max_step_attempts: int = Field(3, ge=1, alias="MAX_STEP_ATTEMPTS")
-    idle_minutes: int = Field(60, gt=0, alias="IDLE_MINUTES")
+    idle_minutes: float = Field(60, gt=0, alias="IDLE_MINUTES")
+    idle_grace_minutes: float = Field(30, ge=0, alias="IDLE_GRACE_MINUTES")
+    reconcile_after_minutes: float = Field(10, ge=0, alias="RECONCILE_AFTER_MINUTES")
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
 
@@ -77,6 +79,20 @@ class Settings(BaseSettings):
         if not self.prepared_prefix.endswith("/") or self.prepared_prefix.startswith("/"):
             raise ValueError("PREPARED_PREFIX must be a relative folder ending with '/', e.g. 'prepared/'")
         return self
+
+    @property
+    def workspace_topic(self) -> str | None:
+        """The Event Grid topic job events must come from: the workspace's resource id (or the local engine's)."""
+        if self.engine == "local":
+            from shared.engine.base import LOCAL_WORKSPACE_TOPIC
+
+            return LOCAL_WORKSPACE_TOPIC
+        if self.azure_subscription_id and self.azure_resource_group and self.azureml_workspace_name:
+            return (
+                f"/subscriptions/{self.azure_subscription_id}/resourceGroups/{self.azure_resource_group}"
+                f"/providers/Microsoft.MachineLearningServices/workspaces/{self.azureml_workspace_name}"
+            )
+        return None
 
     @property
     def base_model(self) -> str:

@@ -69,6 +69,9 @@ class FakeEngine:
     def get_model(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef | None:
         raise AssertionError("FakeEngine.get_model is not modelled")
 
+    def set_model_alias(self, model: ModelRef, alias: str) -> None:
+        raise AssertionError("FakeEngine.set_model_alias is not modelled")
+
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo:
         raise AssertionError("FakeEngine.create_or_update_endpoint is not modelled")
 

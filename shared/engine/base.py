@@ -19,6 +19,11 @@ from shared.finetune import FineTuneParameters
 
 RUN_TAG = "ft-autopilot-run"  # on jobs: the app's run id
 MANAGED_TAG = "ft-autopilot-managed"  # on endpoints: "true" when this app may tear them down
+# The Event Grid topic of the local engine's job events: a workspace id no real workspace has.
+LOCAL_WORKSPACE_TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+    "/providers/Microsoft.MachineLearningServices/workspaces/local"
+)
 
 
 class JobStatus(StrEnum):
@@ -52,12 +57,20 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    step: int
+    total_steps: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
 class JobInfo:
     name: str
     status: JobStatus
     created_at: datetime | None = None
     error: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    progress: JobProgress | None = None  # when the engine reports it
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class Engine(Protocol):
     # models
     def register_model(self, job_name: str, model_name: str, tags: Mapping[str, str]) -> ModelRef: ...
     def get_model(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef | None: ...
+    def set_model_alias(self, model: ModelRef, alias: str) -> None: ...
 
     # endpoints and deployments
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo: ...

@@ -16,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from shared.engine.base import (
+    LOCAL_WORKSPACE_TOPIC,
     DeploymentInfo,
     EndpointInfo,
     EndpointKeys,
     JobInfo,
     JobMetrics,
+    JobProgress,
     JobSpec,
     JobStatus,
     ModelRef,
 )
 from shared.engine.local.endpoints import LocalEndpoints
-from shared.engine.local.events import LOCAL_WORKSPACE_TOPIC, EventCallback, EventDelivery, run_events
+from shared.engine.local.events import EventCallback, EventDelivery, run_events
 from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob, utc_now
 from shared.engine.local.processes import is_alive, start_process, stop_process
 from shared.engine.local.registry import CHALLENGER, LocalRegistry
@@ -210,12 +212,16 @@ class LocalEngine:
         job = files.read_job() if files.exists() else None
         if state is None:  # claimed by a concurrent submission that is still writing the folder
             return JobInfo(name=files.name, status=JobStatus.QUEUED, tags=job.tags if job else {})
+        progress = files.read_progress()
         return JobInfo(
             name=files.name,
             status=state.status,
             created_at=state.created_at,
             error=f"{state.error.code}: {state.error.message}" if state.error else None,
             tags=job.tags if job else {},
+            progress=JobProgress(step=progress.step, total_steps=progress.max_steps, loss=progress.loss)
+            if progress
+            else None,
         )
 
     def _checked_state(self, files: JobFiles) -> JobState | None:

@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 PIPELINE_RUN = "azureml.PipelineRun"
-LOCAL_WORKSPACE_TOPIC = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
-    "/providers/Microsoft.MachineLearningServices/workspaces/local"
-)
 
 # Azure ML's spelling of run statuses
 AZURE_RUN_STATUS = {

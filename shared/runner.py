@@ -1,0 +1,155 @@
+"""`autopilot run`: one dataset file through the same services the triggers use, synchronously.
+
+validate -> prepare -> submit (intake_dataset), then follow the job the way on_job_event would
+(record_job_status, complete_run): review, gate, register, deploy, smoke test, traffic shift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.azurite import start_azurite
+from shared.context import AppContext, install_context
+from shared.engine.base import JobInfo, JobStatus
+from shared.errors import AutopilotError
+from shared.lifecycle import complete_run, record_job_status
+from shared.runs import RunRecord, RunState
+from shared.services import IntakeStatus, intake_dataset
+from shared.settings import Settings
+
+POLL_S = 1.0
+CLI_UPLOAD_PREFIX = "cli/"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    record: RunRecord
+    outcome: str
+
+    def summary(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "run_id": record.run_id,
+            "status": record.state.value,
+            "endpoint": record.endpoint.name if record.endpoint else None,
+            "deployment": record.endpoint.deployment if record.endpoint else None,
+            "scoring_uri": record.endpoint.scoring_uri if record.endpoint else None,
+            "model": f"{record.model.name}:{record.model.version}" if record.model else None,
+            "metrics": record.metrics.model_dump() if record.metrics else None,
+            "smoke_test": record.smoke_test.model_dump() if record.smoke_test else None,
+            "error": record.error.model_dump() if record.error else None,
+            "reports": {k: v for k, v in record.artifacts.model_dump().items() if v},
+        }
+
+
+@contextlib.contextmanager
+def app_context(settings: Settings) -> Iterator[AppContext]:
+    """The configured storage, or, when none is configured, a private Azurite kept under the state folder."""
+    azurite = None
+    if settings.storage_connection_string is None and settings.storage_account_url is None:
+        azurite = start_azurite(settings.local_state_dir.resolve() / "azurite")
+        settings = settings.model_copy(update={"storage_connection_string": _secret(azurite.connection_string)})
+    context = AppContext.from_settings(settings)
+    install_context(context)
+    try:
+        context.store.ensure_container(settings.datasets_container)
+        context.ledger.ensure_ready()
+        yield context
+    finally:
+        install_context(None)
+        if azurite is not None:
+            azurite.stop()
+
+
+def run_file(ctx: AppContext, path: Path, progress: TextIO = sys.stderr) -> RunResult:
+    container = ctx.settings.datasets_container
+    name = f"{CLI_UPLOAD_PREFIX}{path.name}"
+    say = _Reporter(progress)
+    say.line(f"uploading {path} to {container}/{name}")
+    with open(path, "rb") as data:
+        ctx.store.write(container, name, data, content_type="application/jsonl")
+    outcome = intake_dataset(ctx, container, name)
+    if outcome.run_id is None:
+        raise AutopilotError(f"{path} was not taken in: {outcome.detail}", code="not_a_dataset")
+    record = ctx.ledger.get(outcome.run_id)
+    say.line(f"run {record.run_id}: {outcome.status} ({outcome.detail})")
+    if outcome.status in (IntakeStatus.REJECTED, IntakeStatus.FAILED) or record.is_terminal:
+        return RunResult(record, outcome.status)
+    if record.state in (RunState.SUBMITTED, RunState.RUNNING):
+        record = _follow_job(ctx, record, say)
+    if record.state == RunState.TRAINED or record.state in (RunState.REGISTERED, RunState.DEPLOYING):
+        say.line("training done: reviewing metrics, gating, registering, deploying, smoke-testing")
+        record = complete_run(ctx, record.run_id)
+    say.line(f"run {record.run_id}: {record.state}" + (f" ({record.error.message})" if record.error else ""))
+    return RunResult(record, record.state.value)
+
+
+def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:
+    engine, run_id = ctx.engine, record.run_id
+    last_status: JobStatus | None = None
+    try:
+        while True:
+            job = engine.get_job(record.job_name)
+            if job.status != last_status:
+                say.end_bar()
+                say.line(f"job {job.name}: {job.status}")
+                last_status = job.status
+                if job.status in (JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED):
+                    record = record_job_status(ctx, run_id, job.status, error=job.error)
+            if job.status.is_terminal:
+                say.end_bar()
+                if job.status == JobStatus.COMPLETED:
+                    return record_job_status(ctx, run_id, JobStatus.COMPLETED)
+                return ctx.ledger.get(run_id)
+            say.bar(job)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        say.end_bar()
+        say.line(f"interrupted: canceling job {record.job_name}")
+        engine.cancel_job(record.job_name)
+        record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled from the command line")
+        raise
+
+
+class _Reporter:
+    """Progress on a terminal as a redrawn bar; elsewhere (CI logs) a line every 10%."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._bar_open = False
+        self._last_decile = -1
+
+    def line(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    def bar(self, job: JobInfo) -> None:
+        progress = job.progress
+        if progress is None or not progress.total_steps:
+            return
+        fraction = min(progress.step / progress.total_steps, 1.0)
+        loss = f"  loss {progress.loss:.4f}" if progress.loss is not None else ""
+        text = f"training [{'#' * int(fraction * 30):<30}] {progress.step}/{progress.total_steps}{loss}"
+        if self._tty:
+            print("\r" + text, end="", file=self._out, flush=True)
+            self._bar_open = True
+        elif int(fraction * 10) > self._last_decile:
+            self._last_decile = int(fraction * 10)
+            self.line(text)
+
+    def end_bar(self) -> None:
+        if self._bar_open:
+            print(file=self._out, flush=True)
+            self._bar_open = False
+
+
+def _secret(value: str):
+    from pydantic import SecretStr
+
+    return SecretStr(value)

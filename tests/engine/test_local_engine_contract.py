@@ -1,0 +1,64 @@
+"""The Engine contract, run against the real local engine with the tiny model and a real Azurite."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.azurite import Azurite
+from shared.engine.base import RUN_TAG, JobSpec, TrainingData
+from shared.engine.local.engine import LocalEngine
+from shared.finetune import parameters_for
+from shared.settings import Settings
+from shared.storage import BlobStore
+from tests.engine.contract import EngineContract
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def store(azurite: Azurite) -> BlobStore:
+    return BlobStore.from_settings(Settings(storage_connection_string=azurite.connection_string))
+
+
+@pytest.fixture(scope="module")
+def training_data(store: BlobStore) -> TrainingData:
+    container = f"prepared-{uuid.uuid4().hex[:8]}"
+    store.ensure_container(container)
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    store.write(container, "run/train.jsonl", b"".join(lines[:200]))
+    store.write(container, "run/test.jsonl", b"".join(lines[200:]))
+    return TrainingData(container=container, train_blob="run/train.jsonl", test_blob="run/test.jsonl")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, store: BlobStore):
+    engine = LocalEngine(tmp_path_factory.mktemp("local-engine"), store, base_model="tiny")
+    yield engine
+    for endpoint in engine.list_endpoints():
+        engine.delete_endpoint(endpoint.name)
+
+
+@pytest.fixture(scope="module")
+def job_spec(training_data: TrainingData):
+    def make(run_id: str) -> JobSpec:
+        return JobSpec(
+            run_id=run_id,
+            base_model="tiny",
+            parameters=parameters_for("local", "tiny"),
+            data=training_data,
+            tags={RUN_TAG: run_id},
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def wait_s() -> float:
+    return 240.0
+
+
+class TestLocalEngine(EngineContract):
+    pass
