@@ -14,11 +14,13 @@ class AutopilotError(Exception):
     http_status = 500
     transient = False
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, transient: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if transient is not None:
+            self.transient = transient
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}

@@ -1,13 +1,15 @@
-"""A small hand-written Engine for tests of code that drives an engine (the real service is out of reach here).
+"""A small hand-written Engine for tests of code that drives an engine (the Azure ML service is out of reach here).
 
-It keeps jobs in memory, is idempotent by job name like Azure ML, records every call, and can be told to
-fail the next N submissions with a transient EngineError.
+It keeps jobs, models and endpoints in memory, is idempotent by name like Azure ML, records calls, and has knobs
+to inject the failures the lifecycle must survive: throttled submissions, failing deployments, a deployment that
+answers nothing (smoke test failure), and the metrics a job reports.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,9 +32,46 @@ class FakeEngine:
     def __init__(self) -> None:
         self.jobs: dict[str, JobInfo] = {}
         self.specs: dict[str, JobSpec] = {}
+        self.metrics: dict[str, JobMetrics] = {}
+        self.models: dict[str, list[ModelRef]] = {}
+        self.aliases: dict[tuple[str, str], str] = {}
+        self.endpoints: dict[str, EndpointInfo] = {}
+        self.deployments: dict[str, dict[str, ModelRef]] = {}
         self.submit_calls = 0
+        self.deployments_created = 0
         self.fail_next_submits = 0
-        self._lock = threading.Lock()
+        self.fail_next_deployments = 0
+        self.silent_deployments: set[str] = set()  # deployments that answer with an empty text
+        self.invocations: list[tuple[str, str | None]] = []
+        self._lock = threading.RLock()
+
+    # -- knobs -----------------------------------------------------------------------------------
+
+    def finish_job(
+        self,
+        name: str,
+        status: JobStatus = JobStatus.COMPLETED,
+        *,
+        eval_loss: float = 0.8,
+        base_eval_loss: float = 1.2,
+        error: str | None = None,
+    ) -> None:
+        with self._lock:
+            self.jobs[name] = replace(self.jobs[name], status=status, error=error)
+            if status == JobStatus.COMPLETED:
+                self.metrics[name] = JobMetrics(
+                    train_loss=eval_loss - 0.1,
+                    eval_loss=eval_loss,
+                    base_eval_loss=base_eval_loss,
+                    perplexity=2.2,
+                    mean_token_accuracy=0.6,
+                    loss_curve=((1, 1.5), (2, 1.0)),
+                )
+
+    def traffic(self, endpoint_name: str) -> dict[str, int]:
+        return dict(self.endpoints[endpoint_name].traffic)
+
+    # -- jobs ------------------------------------------------------------------------------------
 
     def submit_job(self, spec: JobSpec) -> JobInfo:
         with self._lock:
@@ -49,49 +88,124 @@ class FakeEngine:
 
     def get_job(self, name: str) -> JobInfo:
         if name not in self.jobs:
-            raise EngineError(f"no job {name}", code="job_not_found")
+            raise EngineError(f"no job {name}", code="job_not_found", transient=False)
         return self.jobs[name]
 
     def cancel_job(self, name: str) -> JobInfo:
         job = self.get_job(name)
         if not job.status.is_terminal:
-            job = JobInfo(name=name, status=JobStatus.CANCELED, created_at=job.created_at, tags=job.tags)
-            self.jobs[name] = job
+            self.jobs[name] = job = replace(job, status=JobStatus.CANCELED)
         return job
 
-    # The lifecycle operations below are not driven by intake; they fail loudly if a test reaches them.
     def job_metrics(self, name: str) -> JobMetrics:
-        raise AssertionError("FakeEngine.job_metrics is not modelled")
+        if name not in self.metrics:
+            raise EngineError(f"job {name} has no metrics", code="metrics_not_ready", transient=False)
+        return self.metrics[name]
+
+    # -- models ----------------------------------------------------------------------------------
 
     def register_model(self, job_name: str, model_name: str, tags: Mapping[str, str]) -> ModelRef:
-        raise AssertionError("FakeEngine.register_model is not modelled")
+        with self._lock:
+            versions = self.models.setdefault(model_name, [])
+            for model in versions:
+                if model.tags.get("ft-autopilot-run") == tags.get("ft-autopilot-run"):
+                    return model
+            model = ModelRef(name=model_name, version=str(len(versions) + 1), tags=dict(tags))
+            versions.append(model)
+            return model
 
     def get_model(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef | None:
-        raise AssertionError("FakeEngine.get_model is not modelled")
+        versions = self.models.get(name, [])
+        if alias is not None:
+            version = self.aliases.get((name, alias))
+            if version is None:
+                return None
+        if version is not None:
+            return next((m for m in versions if m.version == version), None)
+        return versions[-1] if versions else None
 
     def set_model_alias(self, model: ModelRef, alias: str) -> None:
-        raise AssertionError("FakeEngine.set_model_alias is not modelled")
+        self.aliases[(model.name, alias)] = model.version
+
+    # -- endpoints -------------------------------------------------------------------------------
 
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo:
-        raise AssertionError("FakeEngine.create_or_update_endpoint is not modelled")
+        with self._lock:
+            if name not in self.endpoints:
+                self.endpoints[name] = EndpointInfo(
+                    name=name,
+                    scoring_uri=f"https://{name}.fake/score",
+                    tags=dict(tags),
+                    created_at=datetime.now(UTC),
+                    traffic={},
+                )
+                self.deployments[name] = {}
+            return self.endpoints[name]
 
     def create_deployment(self, endpoint_name: str, deployment_name: str, model: ModelRef) -> DeploymentInfo:
-        raise AssertionError("FakeEngine.create_deployment is not modelled")
+        with self._lock:
+            self._endpoint(endpoint_name)
+            if self.fail_next_deployments:
+                self.fail_next_deployments -= 1
+                raise EngineError("quota exceeded for the instance type (fake)")
+            if deployment_name not in self.deployments[endpoint_name]:
+                self.deployments_created += 1
+                self.deployments[endpoint_name][deployment_name] = model
+                endpoint = self.endpoints[endpoint_name]
+                self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
+            return DeploymentInfo(
+                name=deployment_name,
+                endpoint_name=endpoint_name,
+                model=self.deployments[endpoint_name][deployment_name],
+                state="Succeeded",
+            )
 
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo:
-        raise AssertionError("FakeEngine.set_traffic is not modelled")
+        with self._lock:
+            endpoint = self._endpoint(endpoint_name)
+            unknown = set(traffic) - set(self.deployments[endpoint_name])
+            if unknown or sum(traffic.values()) not in (0, 100):
+                raise EngineError(f"invalid traffic {dict(traffic)}", code="invalid_traffic", transient=False)
+            full = {name: traffic.get(name, 0) for name in self.deployments[endpoint_name]}
+            self.endpoints[endpoint_name] = endpoint = replace(endpoint, traffic=full)
+            return endpoint
 
     def get_keys(self, endpoint_name: str) -> EndpointKeys:
-        raise AssertionError("FakeEngine.get_keys is not modelled")
+        self._endpoint(endpoint_name)
+        return EndpointKeys(primary=f"primary-{endpoint_name}", secondary=f"secondary-{endpoint_name}")
 
     def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any:
-        raise AssertionError("FakeEngine.invoke is not modelled")
+        endpoint = self._endpoint(endpoint_name)
+        if deployment_name is None:
+            serving = [name for name, weight in endpoint.traffic.items() if weight]
+            if not serving:
+                raise EngineError("no deployment has traffic", code="no_traffic", transient=False)
+            deployment_name = serving[0]
+        if deployment_name not in self.deployments[endpoint_name]:
+            raise EngineError(f"no deployment {deployment_name}", code="deployment_not_found", transient=False)
+        self.invocations.append((endpoint_name, deployment_name))
+        self.endpoints[endpoint_name] = replace(
+            endpoint, request_count=endpoint.request_count + 1, last_request_at=datetime.now(UTC)
+        )
+        return {"output": "" if deployment_name in self.silent_deployments else f"answer from {deployment_name}"}
 
     def list_endpoints(self) -> list[EndpointInfo]:
-        raise AssertionError("FakeEngine.list_endpoints is not modelled")
+        return list(self.endpoints.values())
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:
-        raise AssertionError("FakeEngine.delete_deployment is not modelled")
+        with self._lock:
+            if endpoint_name in self.deployments and deployment_name in self.deployments[endpoint_name]:
+                del self.deployments[endpoint_name][deployment_name]
+                endpoint = self.endpoints[endpoint_name]
+                traffic = {k: v for k, v in endpoint.traffic.items() if k != deployment_name}
+                self.endpoints[endpoint_name] = replace(endpoint, traffic=traffic)
 
     def delete_endpoint(self, name: str) -> None:
-        raise AssertionError("FakeEngine.delete_endpoint is not modelled")
+        with self._lock:
+            self.endpoints.pop(name, None)
+            self.deployments.pop(name, None)
+
+    def _endpoint(self, name: str) -> EndpointInfo:
+        if name not in self.endpoints:
+            raise EngineError(f"no endpoint {name}", code="endpoint_not_found", transient=False)
+        return self.endpoints[name]
