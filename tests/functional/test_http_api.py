@@ -131,3 +131,96 @@ def test_storage_outage_is_a_503_with_the_error_shape(ctx: AppContext):
     assert response.status_code == 503
     assert body(response)["error"]["code"] == "storage_unavailable"
 
+
+create_run = function("create_run")
+cancel_run = function("cancel_run")
+list_endpoints = function("list_endpoints")
+restore_endpoint = function("restore_endpoint")
+
+
+@pytest.mark.parametrize(
+    ("handler", "route", "body", "route_params", "status", "code"),
+    [
+        ("create_run", "runs", b"not json", {}, 400, "invalid_input"),
+        ("create_run", "runs", b"{}", {}, 400, "invalid_input"),  # no dataset
+        ("create_run", "runs", b'{"dataset": "../secrets.jsonl"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "/etc/passwd.jsonl"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "a\\\\b.jsonl"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "data.csv"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "prepared/x/train.jsonl"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "a.jsonl", "colour": "red"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "a.jsonl", "parameters": {"epochs": 3}}', {}, 400, "invalid_input"),
+        (
+            "create_run",
+            "runs",
+            b'{"dataset": "a.jsonl", "parameters": {"learning_rate": "fast"}}',
+            {},
+            400,
+            "invalid_input",
+        ),
+        ("create_run", "runs", b'{"dataset": "a.jsonl", "force": "yes please"}', {}, 400, "invalid_input"),
+        ("create_run", "runs", b'{"dataset": "' + b"x" * 70000 + b'.jsonl"}', {}, 413, "payload_too_large"),
+        ("create_run", "runs", b'{"dataset": "missing.jsonl"}', {}, 404, "blob_not_found"),
+        ("cancel_run", "runs/nope/cancel", b"", {"run_id": "nope"}, 400, "invalid_input"),
+        ("cancel_run", "runs/ft-000000000000/cancel", b"", {"run_id": "ft-000000000000"}, 404, "run_not_found"),
+        ("restore_endpoint", "endpoints/x/restore", b"", {"name": "../x"}, 400, "invalid_input"),
+        ("restore_endpoint", "endpoints/ep-none/restore", b"", {"name": "ep-none"}, 404, "endpoint_not_found"),
+    ],
+)
+def test_bad_http_input_gets_a_clear_error(ctx: AppContext, handler, route, body, route_params, status, code):
+    response = function(handler)(http_request("POST", route, body=body, route_params=route_params))
+
+    assert (response.status_code, body_of(response)["error"]["code"]) == (status, code)
+
+
+def body_of(response) -> dict:
+    return orjson.loads(response.get_body())
+
+
+def test_create_run_takes_overrides_and_force_makes_a_new_run(ctx: AppContext):
+    # given a dataset in the container
+    upload(ctx.settings, "adhoc.jsonl", VALID)
+    request = b'{"dataset": "adhoc.jsonl", "parameters": {"learning_rate": 0.001}}'
+
+    # when it is run with an override, twice, then forced
+    first = create_run(http_request("POST", "runs", body=request))
+    again = create_run(http_request("POST", "runs", body=request))
+    forced = create_run(http_request("POST", "runs", body=request[:-1] + b', "force": true}'))
+
+    # then the same request is one run, and force makes another
+    assert first.status_code == again.status_code == forced.status_code == 202
+    assert body_of(first)["run_id"] == body_of(again)["run_id"] != body_of(forced)["run_id"]
+    assert body_of(first)["parameters"]["learning_rate"] == 0.001
+    assert body_of(first)["state"] == "submitted"
+
+
+def test_create_run_of_an_invalid_dataset_is_422_with_the_run(ctx: AppContext):
+    upload(ctx.settings, "broken.jsonl", BROKEN)
+
+    response = create_run(http_request("POST", "runs", body=b'{"dataset": "broken.jsonl"}'))
+
+    assert response.status_code == 422
+    assert body_of(response)["state"] == "rejected"
+
+
+def test_cancel_run_cancels_a_submitted_run_and_refuses_a_finished_one(ctx: AppContext, engine):
+    function("on_dataset_uploaded")(upload(ctx.settings, "c.jsonl", VALID))
+    run_id = ctx.ledger.list()[0].run_id
+
+    canceled = cancel_run(http_request("POST", f"runs/{run_id}/cancel", route_params={"run_id": run_id}))
+    again = cancel_run(http_request("POST", f"runs/{run_id}/cancel", route_params={"run_id": run_id}))
+
+    assert canceled.status_code == 202 and body_of(canceled)["state"] == "canceled"
+    assert engine.jobs[run_id].status == "canceled"
+    assert again.status_code == 409 and body_of(again)["error"]["code"] == "invalid_transition"
+
+
+def test_list_endpoints_shows_idle_time_and_counts_but_no_key(ctx: AppContext, engine):
+    engine.create_or_update_endpoint("ep-a", {"ft-autopilot-managed": "true"})
+
+    response = list_endpoints(http_request("GET", "endpoints"))
+
+    (endpoint,) = body_of(response)["endpoints"]
+    assert endpoint["name"] == "ep-a" and endpoint["managed"] is True and endpoint["request_count"] == 0
+    assert endpoint["idle_minutes"] is not None
+    assert b"primary" not in response.get_body() and b"key" not in response.get_body()
