@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from shared.engine import build_engine
 from shared.engine.base import Engine
 from shared.ledger import RunLedger
+from shared.notifications import EventGridNotifier, NoNotifier, Notifier
 from shared.settings import Settings, get_settings
 from shared.storage import BlobStore
 
@@ -23,17 +24,23 @@ class AppContext:
     store: BlobStore
     ledger: RunLedger
     engine_factory: Callable[[], Engine]
+    notifier: Notifier = field(default_factory=NoNotifier)
     now: Callable[[], datetime] = utc_now
     _engine: Engine | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine_factory: Callable[[], Engine] | None = None) -> AppContext:
         store = BlobStore.from_settings(settings)
+        notifier: Notifier = NoNotifier()
+        if settings.notify_topic_endpoint:
+            key = settings.notify_topic_key.get_secret_value() if settings.notify_topic_key else None
+            notifier = EventGridNotifier(settings.notify_topic_endpoint, key, settings.storage_client_id)
         return cls(
             settings=settings,
             store=store,
             ledger=RunLedger(store, settings.runs_container),
             engine_factory=engine_factory or (lambda: build_engine(settings, store)),
+            notifier=notifier,
         )
 
     @property

@@ -23,6 +23,7 @@ from shared.errors import AutopilotError, InvalidTransition, NotFound
 from shared.events import JobEvent, ignore_reason
 from shared.gate import GatePolicy, quality_gate
 from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
+from shared.notifications import record_transition
 from shared.runs import (
     EndpointRef,
     ModelVersion,
@@ -73,7 +74,7 @@ def record_job_status(ctx: AppContext, run_id: str, status: JobStatus, *, error:
         return advance_from(record.state, target, reason, ctx.now(), **changes)(record)
 
     before = ctx.ledger.get(run_id)
-    after = ctx.ledger.update(run_id, change)
+    after = record_transition(ctx, run_id, change)
     if after.state == before.state:
         logger.info("run %s: job %s ignored in state %s", run_id, status, before.state, extra={"run_id": run_id})
     return after
@@ -121,7 +122,8 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         extra={"run_id": run_id},
     )
     if not gate.passed:
-        return ctx.ledger.update(
+        return record_transition(
+            ctx,
             run_id,
             advance_from(
                 RunState.TRAINED,
@@ -141,7 +143,8 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         "eval_loss": f"{metrics.eval_loss:.6f}",
     }
     model = _attempt(ctx, record, "register", lambda: engine.register_model(record.job_name, model_name, tags))
-    return ctx.ledger.update(
+    return record_transition(
+        ctx,
         run_id,
         advance_from(
             RunState.TRAINED,
@@ -179,7 +182,8 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
         scoring_uri=endpoint.scoring_uri,
         previous_deployment=serving[0] if serving else None,
     )
-    return ctx.ledger.update(
+    return record_transition(
+        ctx,
         run_id,
         advance_from(
             RunState.REGISTERED,
@@ -198,7 +202,8 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
         logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
         _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
         kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
-        return ctx.ledger.update(
+        return record_transition(
+            ctx,
             run_id,
             advance_from(
                 RunState.DEPLOYING,
@@ -221,7 +226,8 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
         "promote",
         lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
     )
-    return ctx.ledger.update(
+    return record_transition(
+        ctx,
         run_id,
         advance_from(
             RunState.DEPLOYING,
@@ -286,7 +292,8 @@ def _attempt(ctx: AppContext, record: RunRecord, stage: str, operation: Callable
             )
             raise
         logger.error("run %s: %s failed for good: %s", run_id, stage, exc.message, extra={"run_id": run_id})
-        ctx.ledger.update(
+        record_transition(
+            ctx,
             run_id,
             advance_from(
                 updated.state,
@@ -454,7 +461,7 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         reason = f"endpoint {endpoint.name} idle for {idle_minutes:.0f} min: torn down; the model is kept for restore"
         for record in ctx.ledger.list(state=RunState.DEPLOYED, limit=1000):
             if record.endpoint and record.endpoint.name == endpoint.name:
-                ctx.ledger.update(record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
+                record_transition(ctx, record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
         logger.info("%s", reason)
         torn_down.append(endpoint.name)
     return torn_down
@@ -481,7 +488,8 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
     )
     _attempt(ctx, record, "restore", lambda: ctx.engine.create_deployment(endpoint_name, deployment, model))
     ref = EndpointRef(name=endpoint_name, deployment=deployment, scoring_uri=endpoint.scoring_uri)
-    ctx.ledger.update(
+    record_transition(
+        ctx,
         record.run_id,
         advance_from(
             RunState.TORN_DOWN,

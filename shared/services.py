@@ -16,6 +16,7 @@ from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.errors import AutopilotError, InvalidInput
 from shared.finetune import FineTuneParameters, parameters_for
+from shared.notifications import record_transition
 from shared.runs import (
     RUN_ID_PATTERN,
     DatasetRef,
@@ -155,7 +156,7 @@ def _prepare_and_submit(
     ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool
 ) -> IntakeOutcome:
     run_id = record.run_id
-    ctx.ledger.update(run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
+    record_transition(ctx, run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
     artifacts = _write_outputs(ctx, record, report, spool)
     summary = ValidationSummary(
         valid=report.valid,
@@ -166,7 +167,8 @@ def _prepare_and_submit(
         warning_counts=report.warning_counts,
     )
     if not report.valid:
-        ctx.ledger.update(
+        record_transition(
+            ctx,
             run_id,
             advance_from(
                 RunState.VALIDATING,
@@ -231,7 +233,8 @@ def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
         if exc.transient:
             raise
         error = RunError(code=exc.code, message=exc.message)
-        ctx.ledger.update(
+        record_transition(
+            ctx,
             run_id,
             advance_from(
                 RunState.VALIDATING, RunState.FAILED, f"submission failed: {error.code}", ctx.now(), error=error
@@ -240,8 +243,8 @@ def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
         logger.error("run %s cannot be submitted: %s", run_id, error.message, extra={"run_id": run_id})
         return IntakeOutcome(IntakeStatus.FAILED, run_id, error.message)
     reason = f"job {job.name} submitted to the {ctx.engine.name} engine"
-    ctx.ledger.update(
-        run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), job_name=job.name)
+    record_transition(
+        ctx, run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), job_name=job.name)
     )
     logger.info("run %s submitted as job %s", run_id, job.name, extra={"run_id": run_id})
     return IntakeOutcome(IntakeStatus.SUBMITTED, run_id, f"job {job.name}")

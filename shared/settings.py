@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     keep_previous_deployment: bool = Field(False, alias="KEEP_PREVIOUS_DEPLOYMENT")
     smoke_test_timeout_s: float = Field(120.0, gt=0, alias="SMOKE_TEST_TIMEOUT_S")
     max_step_attempts: int = Field(3, ge=1, alias="MAX_STEP_ATTEMPTS")
+    notify_topic_endpoint: str | None = Field(None, alias="NOTIFY_TOPIC_ENDPOINT")
+    notify_topic_key: SecretStr | None = Field(None, alias="NOTIFY_TOPIC_KEY")
     idle_minutes: float = Field(60, gt=0, alias="IDLE_MINUTES")
     idle_grace_minutes: float = Field(30, ge=0, alias="IDLE_GRACE_MINUTES")
     reconcile_after_minutes: float = Field(10, ge=0, alias="RECONCILE_AFTER_MINUTES")
