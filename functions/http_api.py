@@ -25,7 +25,7 @@ bp = func.Blueprint()
 @bp.route(route="validate", methods=["POST"])
 @json_errors
 def validate_dataset(req: func.HttpRequest) -> func.HttpResponse:
-    settings = get_settings()
+    settings = get_settings()  # validation needs no storage: settings alone
     body = req.get_body()
     if len(body) > settings.max_request_bytes:
         raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {settings.max_request_bytes}")

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 import orjson
@@ -33,10 +34,15 @@ def json_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]) -> Cal
         try:
             return handler(req)
         except AutopilotError as exc:
-            logger.info("%s %s -> %s %s", req.method, req.url, exc.http_status, exc.code)
+            logger.info("%s %s -> %s %s", req.method, _path(req), exc.http_status, exc.code)
             return error_response(exc.http_status, exc.code, exc.message)
         except Exception:
-            logger.exception("%s %s failed", req.method, req.url)
+            logger.exception("%s %s failed", req.method, _path(req))
             return error_response(500, "internal_error", "unexpected error; see the function logs")
 
     return wrapper
+
+
+def _path(req: func.HttpRequest) -> str:
+    """The URL without its query: in Azure the query may carry the function key (?code=)."""
+    return urlsplit(req.url).path

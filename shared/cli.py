@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="show dataset intake end to end on the bundled samples (local Azurite)")
     demo.set_defaults(run=_demo)
 
+    serve = commands.add_parser(
+        "serve",
+        help="run function_app locally (the dev host): /api, the Event Grid webhook, blob and timer triggers",
+    )
+    serve.add_argument("--port", type=int, default=7071, help="loopback port (default 7071, as Core Tools)")
+    serve.set_defaults(run=_serve)
+
     run = commands.add_parser(
         "run",
         help="validate, train, evaluate, register and deploy one dataset file, synchronously",
@@ -120,6 +127,17 @@ def _chunks(source: BinaryIO, path: str) -> Iterator[bytes]:
         yield chunk
     if show:
         print(file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared.devhost import serve
+
+    settings = _settings()
+    if settings is None:
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings, port=args.port)
+    return EXIT_VALID
 
 
 def _run(args: argparse.Namespace) -> int:

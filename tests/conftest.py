@@ -32,6 +32,7 @@ def settings(azurite: Azurite, tmp_path: Path) -> Settings:
         datasets_container=f"datasets-{suffix}",
         runs_container=f"runs-{suffix}",
         local_state_dir=tmp_path / "state",
+        idle_sweep_schedule="0 0 0 1 1 *",  # the dev host runs timers: keep the sweep out of unrelated tests
     )
 
 

@@ -13,8 +13,9 @@ import azure.functions as func
 @cache
 def _indexed() -> dict[str, Any]:
     import function_app
+    from shared.devhost import index_app
 
-    return {function.get_function_name(): function for function in function_app.app.get_functions()}
+    return {function.get_function_name(): function for function in index_app(function_app.app)}
 
 
 def function(name: str) -> Callable[..., Any]:
