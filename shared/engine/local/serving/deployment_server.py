@@ -1,0 +1,262 @@
+"""One deployment of a local endpoint: a Hugging Face chat model behind a loopback HTTP API that only the router calls.
+
+    python -m shared.engine.local.serving.deployment_server --model-dir DIR [--tokenizer-dir DIR] --port P --name NAME
+
+The port is bound first, then the model loads in the background: `GET /health` answers 503 {"error": {"code":
+"loading"}} until it is ready, then 200. A model that fails to load ends the process with exit code 1 (the log says
+why); a port already in use ends it with exit code 3.
+
+    GET  /health    {"status": "ready", "name", "parameters", "device"}
+    POST /generate  {"conversations": [[{"role", "content"}, ...], ...], "parameters": {...}}
+                 -> {"outputs": ["...", ...], "details": [{"finish_reason", "prompt_tokens", "completion_tokens"}],
+                     "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "generate_s"}}
+
+The chat template is applied with add_generation_prompt=True; generation runs under torch.inference_mode() and one
+lock (one request at a time: others queue). Parameters are whitelisted (protocol.normalize_parameters); greedy when
+do_sample is false or the temperature is 0; max_new_tokens is capped (--max-new-tokens-cap, 1024 by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
+from shared.engine.local.serving.protocol import (
+    GenerationRequest,
+    RequestError,
+    generate_kwargs,
+    parse_generate,
+    truncate_at_stop,
+)
+
+MODULE = "shared.engine.local.serving.deployment_server"
+MAX_NEW_TOKENS_CAP = 1024
+DEFAULT_MAX_NEW_TOKENS = 256
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_CONVERSATIONS = 64
+EXIT_LOAD_FAILED = 1
+EXIT_PORT_IN_USE = 3
+
+logger = logging.getLogger(MODULE)
+
+
+class ChatModel:
+    """A causal LM and its tokenizer, loaded once; `generate` is serialized by a lock."""
+
+    def __init__(self, model_dir: Path, tokenizer_dir: Path | None, *, threads: int, max_new_tokens_cap: int) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._lock = threading.Lock()
+        self.max_new_tokens_cap = max_new_tokens_cap
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RuntimeError(f"the tokenizer in {tokenizer_dir or model_dir} has no chat template")
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.model.eval()
+        config = self.model.config
+        limits = [getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        self.context_length = min((n for n in limits if isinstance(n, int) and 0 < n < 10**7), default=None)
+        generation = self.model.generation_config
+        eos = generation.eos_token_id if generation.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = generation.pad_token_id if generation.pad_token_id is not None else self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.eos_ids), None)
+        self.parameters = self.model.num_parameters()
+
+    def generate(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs = generate_kwargs(
+            request.parameters,
+            max_new_tokens_cap=self.max_new_tokens_cap,
+            default_max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+        )
+        if self.pad_id is not None:
+            kwargs["pad_token_id"] = self.pad_id
+        prompts = [self._encode(conversation, kwargs["max_new_tokens"]) for conversation in request.conversations]
+        stop = request.parameters.get("stop")
+        outputs, details = [], []
+        started = time.monotonic()
+        with self._lock, self._torch.inference_mode():
+            if "seed" in request.parameters:
+                self._torch.manual_seed(request.parameters["seed"])
+            for encoded in prompts:
+                prompt_tokens = int(encoded["input_ids"].shape[1])
+                generated = self.model.generate(**encoded, **kwargs)[0, prompt_tokens:].tolist()
+                ended = bool(generated) and generated[-1] in self.eos_ids
+                text, stopped = truncate_at_stop(self.tokenizer.decode(generated, skip_special_tokens=True), stop)
+                finish = "stop" if ended or stopped or len(generated) < kwargs["max_new_tokens"] else "length"
+                outputs.append(text)
+                details.append(
+                    {"finish_reason": finish, "prompt_tokens": prompt_tokens, "completion_tokens": len(generated)}
+                )
+        prompt_total = sum(d["prompt_tokens"] for d in details)
+        completion_total = sum(d["completion_tokens"] for d in details)
+        usage = {
+            "prompt_tokens": prompt_total,
+            "completion_tokens": completion_total,
+            "total_tokens": prompt_total + completion_total,
+            "generate_s": round(time.monotonic() - started, 4),
+        }
+        return {"outputs": outputs, "details": details, "usage": usage}
+
+    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> Any:
+        try:
+            encoded = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        except Exception as exc:  # the template may reject a conversation (e.g. roles out of order)
+            raise RequestError(
+                "chat_template_error", f"the model's chat template rejected the messages: {exc}"
+            ) from None
+        length = int(encoded["input_ids"].shape[1])
+        if self.context_length is not None and length + max_new_tokens > self.context_length:
+            raise RequestError(
+                "prompt_too_long",
+                f"the prompt is {length} tokens; with max_new_tokens={max_new_tokens} it exceeds the model's "
+                f"context of {self.context_length} tokens",
+            )
+        return encoded
+
+
+class Deployment:
+    """What the handler serves: loading -> ready (a ChatModel) | failed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model: ChatModel | None = None
+        self.error: str | None = None
+
+
+class DeploymentHandler(JsonHandler):
+    logger = logger
+    server: DeploymentHttpServer
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/health":
+            self.send_error_json(404, "not_found", f"no route {self.path.split('?', 1)[0]}")
+            return
+        deployment = self.server.deployment
+        if deployment.model is None:
+            self.send_error_json(503, "loading", f"deployment {deployment.name} is loading its model")
+            return
+        self.send_json(
+            200,
+            {"status": "ready", "name": deployment.name, "parameters": deployment.model.parameters, "device": "cpu"},
+        )
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/generate":
+            self.send_error_json(404, "not_found", f"no route {self.path.split('?', 1)[0]}")
+            return
+        deployment = self.server.deployment
+        try:
+            body = self.read_json(MAX_BODY_BYTES)
+            if deployment.model is None:
+                raise RequestError("deployment_not_ready", f"deployment {deployment.name} is still loading", 503)
+            request = parse_generate(body, max_conversations=MAX_CONVERSATIONS)
+            result = deployment.model.generate(request)
+        except RequestError as exc:
+            self.send_error_json(exc.status, exc.code, exc.message)
+            return
+        except ConnectionError:
+            self.close_connection = True
+            return
+        except Exception:
+            logger.exception("generation failed")
+            self.send_error_json(500, "generation_failed", "the model failed to generate; see the deployment's log")
+            return
+        self._note = f"{len(result['outputs'])} outputs, {result['usage']['completion_tokens']} tokens"
+        self.send_json(200, result)
+
+
+class DeploymentHttpServer(JsonServer):
+    def __init__(self, port: int, deployment: Deployment) -> None:
+        self.deployment = deployment
+        super().__init__(("127.0.0.1", port), DeploymentHandler)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _load(server: DeploymentHttpServer, args: argparse.Namespace) -> None:
+    deployment = server.deployment
+    started = time.monotonic()
+    try:
+        deployment.model = ChatModel(
+            args.model_dir, args.tokenizer_dir, threads=args.threads, max_new_tokens_cap=args.max_new_tokens_cap
+        )
+    except Exception as exc:
+        deployment.error = f"{type(exc).__name__}: {exc}"
+        logger.exception("could not load the model from %s", args.model_dir)
+        server.shutdown()
+        return
+    logger.info(
+        "deployment %s ready: %d parameters, %d threads, loaded in %.1f s",
+        deployment.name,
+        deployment.model.parameters,
+        args.threads,
+        time.monotonic() - started,
+    )
+
+
+def default_threads() -> int:
+    """Half the cores, at most 8: blue and green deployments share the machine, and small models decode faster on
+    one thread than on two contended ones (measured with the tiny model on 2 cores)."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--tokenizer-dir", type=Path, default=None)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--max-new-tokens-cap", type=int, default=MAX_NEW_TOKENS_CAP)
+    args = parser.parse_args(argv)
+    args.threads = max(1, args.threads)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # before torch is imported: the OpenMP/MKL pools read these once
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+    deployment = Deployment(args.name)
+    try:
+        server = DeploymentHttpServer(args.port, deployment)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            logger.error("port %d is already in use", args.port)
+            return EXIT_PORT_IN_USE
+        raise
+    logger.info("deployment %s listening on 127.0.0.1:%d, loading %s", args.name, args.port, args.model_dir)
+    threading.Thread(target=_load, args=(server, args), name="load-model", daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except (SystemExit, KeyboardInterrupt):
+        logger.info("deployment %s stopping", args.name)
+        return 0
+    finally:
+        server.server_close()
+    return EXIT_LOAD_FAILED if deployment.error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
