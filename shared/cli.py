@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="share of examples held out for testing, in [0, 1) (default: TEST_FRACTION or 0.1)")
     validate.set_defaults(run=_validate)
 
-    demo = commands.add_parser("demo", help="show dataset intake end to end on the bundled samples (local Azurite)")
+    demo = commands.add_parser(
+        "demo", help="the whole lifecycle on this machine: upload, train, gate, deploy, ask, idle teardown, restore"
+    )
+    demo.add_argument("--tiny", action="store_true", help="use the 2M-parameter test model (about a minute)")
     demo.set_defaults(run=_demo)
 
     serve = commands.add_parser(
@@ -222,7 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
     from shared.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_demo()
+    return run_demo(tiny=args.tiny)
 
 
 if __name__ == "__main__":

@@ -1,98 +1,199 @@
-"""`autopilot demo`: the intake stage end to end on the bundled samples, against a real local Azurite.
+"""`autopilot demo [--tiny]`: the whole lifecycle on this machine, driven by the app's own triggers.
 
-It uploads two datasets and delivers each upload to the registered `on_dataset_uploaded` function the
-way the Functions host does with the SDK-type binding (a BlobClient), then prints what happened: the
-verdicts, where the reports went, and the run records. It stops every process it started.
+1. start the dev host (function_app without Core Tools) with the local engine and a private Azurite;
+2. upload the bundled ultrachat-format sample; the blob trigger validates and submits it;
+3. the training process reports through the Event Grid webhook; on completion the app reviews the metrics,
+   gates, registers, deploys at 0%, smoke-tests and shifts traffic;
+4. send the seed's sample request to the endpoint;
+5. with a short idle window, the timer tears the endpoint down; then restore it through the HTTP API;
+6. stop every process it started.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
+import json
+import shutil
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-import orjson
-from azure.storage.blob import BlobServiceClient
-
-from shared.azurite import REPO_ROOT, start_azurite
-from shared.context import AppContext, install_context
+from shared.azurite import REPO_ROOT, free_port
+from shared.context import get_context
+from shared.engine.base import JobStatus
+from shared.runs import RunState
+from shared.scoring import answer_text, scoring_request
 from shared.settings import Settings
 
-SAMPLES = REPO_ROOT / "samples"
-UPLOADS = [
-    ("ultrachat/train_sft.jsonl", SAMPLES / "ultrachat_sample.jsonl"),
-    ("ultrachat/broken.jsonl", SAMPLES / "ultrachat_broken.jsonl"),
-    ("ultrachat/train_sft_copy.jsonl", SAMPLES / "ultrachat_sample.jsonl"),  # same bytes, another name
-]
+SAMPLE = REPO_ROOT / "samples" / "ultrachat_sample.jsonl"
+DEMO_STATE = REPO_ROOT / ".state" / "demo"
+SAMPLE_QUESTION = [{"role": "user", "content": "My Acme printer won't charge. What should I do?"}]
+TERMINAL = {RunState.REJECTED, RunState.FAILED, RunState.CANCELED, RunState.GATED_OUT, RunState.ROLLED_BACK}
 
 
-def run_demo() -> int:
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="autopilot-demo-") as workdir:
-        _step("starting Azurite (blob emulator) on loopback")
-        azurite = start_azurite(Path(workdir) / "azurite")
-        try:
-            settings = Settings(storage_connection_string=azurite.connection_string,
-                                local_state_dir=Path(workdir) / "state")
-            _run_intake(settings)
-        finally:
-            azurite.stop()
-            install_context(None)
-            _step(f"stopped Azurite (pid {azurite.process.pid})")
-    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s")
+def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
+    from shared.devhost import DevHost
+
+    started = time.monotonic()
+    model = "tiny" if tiny else (base_model or "smollm2-135m-instruct")
+    settings = Settings(
+        engine="local",
+        local_base_model=model,
+        local_state_dir=_fresh_state(),
+        idle_minutes=0.15 if tiny else 0.5,  # a short idle window, to show the teardown
+        idle_grace_minutes=0,
+        idle_sweep_schedule="*/3 * * * * *",
+        reconcile_after_minutes=5,
+    )
+    _say(f"ft-autopilot demo: base model {model}, state in {settings.local_state_dir}")
+    host = DevHost(settings, port=free_port(), announce=lambda text: None).start()
+    try:
+        _say(f"dev host on {host.base_url} (function_app: blob, Event Grid, timer and HTTP triggers; Azurite)")
+        api = _Api(host.base_url, host.function_key)
+        run = _upload_and_follow(host, api, settings)
+        if run["state"] != RunState.DEPLOYED:
+            _say(f"run ended {run['state']}: {run.get('error')}")
+            return 1
+        _ask(run, "the seed's sample request")
+        _teardown_and_restore(api, run)
+    finally:
+        _cleanup(host)
+    _say(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
 
 
-def _run_intake(settings: Settings) -> None:
-    import function_app  # as the Functions host does: index the app, then invoke by function name
-
-    context = AppContext.from_settings(settings)
-    install_context(context)
-    for container in (settings.datasets_container, settings.runs_container):
-        context.store.ensure_container(container)
-    functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
-    on_dataset_uploaded = functions["on_dataset_uploaded"]
-    service = BlobServiceClient.from_connection_string(settings.storage_connection_string.get_secret_value())
-
-    run_ids = []
-    for blob_name, sample in UPLOADS:
-        _step(f"upload {sample.name} -> {settings.datasets_container}/{blob_name}")
-        client = service.get_blob_client(settings.datasets_container, blob_name)
-        client.upload_blob(sample.read_bytes(), overwrite=True)
-        for delivery in (1, 2):  # Event Grid delivers at least once: show that a redelivery changes nothing
-            began = time.perf_counter()
-            on_dataset_uploaded(client)
-            print(f"    BlobCreated delivery {delivery}: on_dataset_uploaded returned in "
-                  f"{(time.perf_counter() - began) * 1000:.0f} ms")
-        record = _run_for(context, blob_name)
-        run_ids.append(record.run_id)
-        print(f"    run {record.run_id}: {record.state}"
-              + (f" ({record.error.code})" if record.error else "")
-              + f"; report: {record.artifacts.report_md}")
-
-    _step("validation report of the broken upload (report.md)")
-    broken = context.ledger.get(run_ids[1])
-    container, _, name = broken.artifacts.report_md.partition("/")
-    report_md, _ = context.store.read(container, name)
-    print("\n".join("    " + line for line in report_md.decode().splitlines()[:24]))
-
-    _step("run records (GET /api/runs/{run_id})")
-    for run_id in dict.fromkeys(run_ids):
-        record = context.ledger.get(run_id)
-        print(orjson.dumps(record.model_dump(mode="json", by_alias=True), option=orjson.OPT_INDENT_2).decode())
-    print("\nThe valid upload was prepared (train.jsonl/test.jsonl beside it) and recorded as one run, even when\n"
-          "uploaded under two names; it ends 'failed: engine_not_configured' because no training engine is part of\n"
-          "this build yet: nothing pretends to train.")
+def _fresh_state() -> Path:
+    """A clean demo state that keeps the converted base models (the first SmolLM2 conversion takes ~20 s)."""
+    DEMO_STATE.mkdir(parents=True, exist_ok=True)
+    for entry in DEMO_STATE.iterdir():
+        if entry.name != "models":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return DEMO_STATE
 
 
-def _run_for(context: AppContext, blob_name: str):
-    for record in context.ledger.list(limit=1000):
-        if any(source.endswith("/" + blob_name) for source in record.sources):
-            return record
-    raise RuntimeError(f"no run recorded for {blob_name}")
+def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
+    from azure.storage.blob import BlobServiceClient
+
+    name = "ultrachat/train_sft.jsonl"
+    _step(f"upload {SAMPLE.name} ({SAMPLE.stat().st_size / 1024:.0f} KiB) to {settings.datasets_container}/{name}")
+    service = BlobServiceClient.from_connection_string(host.connection_string)
+    service.get_blob_client(settings.datasets_container, name).upload_blob(SAMPLE.read_bytes(), overwrite=True)
+
+    run_id, seen, last_bar = None, [], 0.0
+    while True:
+        runs = api.get("/api/runs")["runs"]
+        run = next((r for r in runs if any(s.endswith(name) for s in r["sources"])), None)
+        if run is not None:
+            run_id = run["run_id"]
+            for step in run["history"][len(seen) :]:
+                seen.append(step)
+                _narrate(run, step)
+            if run["state"] in (RunState.DEPLOYED, *TERMINAL):
+                return run
+            if run["state"] in (RunState.SUBMITTED, RunState.RUNNING) and time.monotonic() - last_bar > 2:
+                last_bar = time.monotonic()
+                _progress(run_id)
+        time.sleep(0.5)
+
+
+def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
+    state = step["to"]
+    _step(f"run {run['run_id']}: {state} - {step['reason']}")
+    artifacts = run["artifacts"]
+    if state == RunState.VALIDATING and run.get("validation"):
+        v = run["validation"]
+        print(
+            f"    {v['rows']} rows, train {v['train_rows']}, test {v['test_rows']}, "
+            f"warnings {v['warning_counts'] or 'none'}; report: {artifacts['report_md']}"
+        )
+    elif state == RunState.REGISTERED and run.get("metrics"):
+        m = run["metrics"]
+        print(
+            f"    eval loss {m['base_eval_loss']:.3f} (base) -> {m['eval_loss']:.3f}; perplexity "
+            f"{m['perplexity']:.2f}; token accuracy {m['mean_token_accuracy'] or 0:.2f}"
+        )
+        print(f"    review: {artifacts['training_report']}, loss curve {artifacts['loss_curve']}")
+        print(f"    gate: {'; '.join(run['gate']['reasons'])}")
+        print(f"    training log and PNG curve: {get_context().engine.job_folder(run['job_name'])}")
+    elif state == RunState.DEPLOYED and run.get("smoke_test"):
+        print(f"    smoke test: {run['smoke_test']['seconds']:.1f} s, answer {run['smoke_test']['answer'][:80]!r}")
+        print(f"    scoring URI {run['endpoint']['scoring_uri']} (deployment {run['endpoint']['deployment']})")
+
+
+def _progress(run_id: str) -> None:
+    job = get_context().engine.get_job(run_id)
+    if job.status == JobStatus.RUNNING and job.progress and job.progress.total_steps:
+        p = job.progress
+        filled = int(30 * p.step / p.total_steps)
+        loss = f" loss {p.loss:.3f}" if p.loss is not None else ""
+        print(f"    training [{'#' * filled:<30}] step {p.step}/{p.total_steps}{loss}", flush=True)
+
+
+def _ask(run: dict[str, Any], what: str) -> None:
+    endpoint = run["endpoint"]
+    key = get_context().engine.get_keys(endpoint["name"]).primary
+    request = urllib.request.Request(
+        endpoint["scoring_uri"],
+        data=json.dumps(scoring_request(SAMPLE_QUESTION)).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    began = time.monotonic()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = answer_text(json.loads(response.read()))
+    _step(f"{what}: POST {endpoint['scoring_uri']} ({time.monotonic() - began:.1f} s)")
+    print(f"    user: {SAMPLE_QUESTION[0]['content']}\n    assistant: {answer}")
+
+
+def _teardown_and_restore(api: _Api, run: dict[str, Any]) -> None:
+    endpoint = run["endpoint"]["name"]
+    _step(f"waiting for the idle sweep to tear {endpoint} down (IDLE_MINUTES is short in the demo)")
+    while (current := api.get(f"/api/runs/{run['run_id']}"))["state"] != RunState.TORN_DOWN:
+        time.sleep(1)
+    print(f"    {current['history'][-1]['reason']}")
+    print(f"    endpoints now: {[e['name'] for e in api.get('/api/endpoints')['endpoints']] or 'none'}")
+    _step(f"POST /api/endpoints/{endpoint}/restore")
+    restored = api.post(f"/api/endpoints/{endpoint}/restore")
+    print(f"    run {restored['run_id']}: {restored['state']} - {restored['history'][-1]['reason']}")
+    _ask(restored, "the same request to the restored endpoint")
+
+
+def _cleanup(host) -> None:
+    _step("stopping: endpoints, dev host, Azurite")
+    engine = get_context().engine
+    for endpoint in engine.list_endpoints():
+        engine.delete_endpoint(endpoint.name)
+    host.stop()
+
+
+class _Api:
+    def __init__(self, base_url: str, key: str) -> None:
+        self._base_url = base_url
+        self._key = key
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self._call("POST", path, body)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            self._base_url + path,
+            method=method,
+            data=json.dumps(body or {}).encode() if method == "POST" else None,
+            headers={"x-functions-key": self._key, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from exc
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
-    logging.getLogger(__name__).debug(text)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)

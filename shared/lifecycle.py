@@ -458,7 +458,7 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
             continue
         idle_minutes = (now - last_use).total_seconds() / 60
         ctx.engine.delete_endpoint(endpoint.name)
-        reason = f"endpoint {endpoint.name} idle for {idle_minutes:.0f} min: torn down; the model is kept for restore"
+        reason = f"endpoint {endpoint.name} idle for {idle_minutes:.1f} min: torn down; the model is kept for restore"
         for record in ctx.ledger.list(state=RunState.DEPLOYED, limit=1000):
             if record.endpoint and record.endpoint.name == endpoint.name:
                 record_transition(ctx, record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))

@@ -108,7 +108,9 @@ def intake_dataset(
         logger.info("%s was already taken in as run %s", source, known_run, extra={"run_id": known_run})
         return IntakeOutcome(IntakeStatus.DUPLICATE, known_run, "this upload was already taken in")
 
-    parameters = parameters or parameters_for(ctx.settings.engine, ctx.settings.base_model)
+    parameters = parameters or parameters_for(
+        ctx.settings.engine, ctx.settings.base_model, ctx.settings.finetune_overrides
+    )
     with SplitSpool() as spool:
         report = validate_chunks(
             ctx.store.iter_chunks(container, name, etag=blob.etag),
@@ -283,7 +285,9 @@ def iter_file_chunks(path: str, chunk_bytes: int = BODY_CHUNK_BYTES) -> Iterator
 def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
     """An ad-hoc run of a dataset already in the datasets container, with parameter overrides."""
     try:
-        parameters = parameters_for(ctx.settings.engine, ctx.settings.base_model, request.parameters)
+        parameters = parameters_for(
+            ctx.settings.engine, ctx.settings.base_model, {**ctx.settings.finetune_overrides, **request.parameters}
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"invalid parameters: {problems}") from exc

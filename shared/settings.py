@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_listed_problems: int = Field(100, ge=0, alias="MAX_LISTED_PROBLEMS")
     max_request_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
 
+    # Fine-tuning parameters for runs started by uploads (JSON object; names as chat_completion_pipeline's inputs),
+    # over the defaults and the local engine's preset for the base model.
+    finetune_overrides: dict[str, Any] = Field(default_factory=dict, alias="FINETUNE_OVERRIDES")
+
     # Lifecycle
     finetuned_model_suffix: str = Field("-ft-chat", alias="FINETUNED_MODEL_SUFFIX")
     gate_min_improvement: float = Field(0.02, ge=0, lt=1, alias="GATE_MIN_IMPROVEMENT")
@@ -75,6 +79,16 @@ class Settings(BaseSettings):
     azure_subscription_id: str | None = Field(None, alias="AZURE_SUBSCRIPTION_ID")
     azure_resource_group: str | None = Field(None, alias="AZURE_RESOURCE_GROUP")
     azureml_workspace_name: str | None = Field(None, alias="AZUREML_WORKSPACE_NAME")
+
+    @model_validator(mode="after")
+    def _overrides_are_parameters(self) -> Settings:
+        from shared.finetune import FineTuneParameters
+
+        try:
+            FineTuneParameters.model_validate(self.finetune_overrides)
+        except ValueError as exc:
+            raise ValueError(f"FINETUNE_OVERRIDES: {exc}") from exc
+        return self
 
     @model_validator(mode="after")
     def _prefix_is_a_folder(self) -> Settings:

@@ -132,6 +132,8 @@ def _child_env() -> dict[str, str]:
     paths = [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
+    # Idle OpenMP threads spin by default, which starves everything else on a small shared machine.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

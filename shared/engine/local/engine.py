@@ -97,9 +97,7 @@ class LocalEngine:
             files.write_state(JobState(status=JobStatus.QUEUED, created_at=now, updated_at=now))
             files.log(f"submitted: base model {job.base_model}, {_count_lines(files.train_file)} training rows")
             pid = start_process(launch_command(files.root), log_path=files.root / "worker.out")
-            state = files.read_state()
-            if state is not None and state.status == JobStatus.QUEUED and state.pid is None:
-                files.write_state(state.model_copy(update={"pid": pid, "updated_at": utc_now()}))
+            files.launcher_pid.write_text(str(pid))  # status.json is the worker's to write from now on
         except BaseException:
             shutil.rmtree(files.root, ignore_errors=True)  # no half-made job: a retry submits afresh
             raise
@@ -119,8 +117,9 @@ class LocalEngine:
         if state is None:
             raise JobNotFound(f"no local job {name}")
         if not state.status.is_terminal:
-            if state.pid and is_alive(state.pid, WORKER_MODULE):
-                stop_process(state.pid, timeout_s=CANCEL_WAIT_S)  # the worker records canceled itself
+            pid = _worker_pid(files, state)
+            if pid and is_alive(pid, WORKER_MODULE):
+                stop_process(pid, marker=WORKER_MODULE, timeout_s=CANCEL_WAIT_S)  # the worker records canceled
             state = files.read_state()
             if state is not None and not state.status.is_terminal:
                 self._finish(files, state, JobStatus.CANCELED, None)
@@ -230,8 +229,9 @@ class LocalEngine:
         if state is None or state.status.is_terminal:
             return state
         silent_for = time.time() - state.updated_at.timestamp()
-        alive = state.pid is not None and is_alive(state.pid, WORKER_MODULE)
-        if not alive and silent_for > (LOST_WORKER_GRACE_S if state.pid is None else 5):
+        pid = _worker_pid(files, state)
+        alive = pid is not None and is_alive(pid, WORKER_MODULE)
+        if not alive and silent_for > (LOST_WORKER_GRACE_S if pid is None else 5):
             error = JobError(code="worker_lost", message="the training process exited without reporting a result")
             files.log(f"failed: {error.message}")
             return self._finish(files, state, JobStatus.FAILED, error)
@@ -290,6 +290,16 @@ class _StatusWatcher:
                         else:
                             self._seen[root] = state.status
             time.sleep(self._interval_s)
+
+
+def _worker_pid(files: JobFiles, state: JobState) -> int | None:
+    """The worker's own pid once it reported; before that, the pid of the process the engine launched."""
+    if state.pid:
+        return state.pid
+    try:
+        return int(files.launcher_pid.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _count_lines(path: Path) -> int:

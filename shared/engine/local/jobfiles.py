@@ -104,6 +104,7 @@ class JobFiles:
     train_file = property(lambda self: self.root / "data" / "train.jsonl")
     test_file = property(lambda self: self.root / "data" / "test.jsonl")
     model_dir = property(lambda self: self.root / "model")
+    launcher_pid = property(lambda self: self.root / "launcher.pid")  # the spawned process, before it reports
     loss_curve_png = property(lambda self: self.root / "loss_curve.png")
     report_md = property(lambda self: self.root / "report.md")
 

@@ -15,6 +15,7 @@ from shared.engine.base import RUN_TAG, ModelRef
 from shared.errors import EngineError
 
 logger = logging.getLogger(__name__)
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # it announces every registration on stdout otherwise
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
