@@ -448,8 +448,9 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
     idle_for = timedelta(minutes=ctx.settings.idle_minutes)
     grace = timedelta(minutes=ctx.settings.idle_grace_minutes)
     torn_down = []
+    busy = _endpoints_being_deployed(ctx)
     for endpoint in ctx.engine.list_endpoints():
-        if not endpoint.is_managed:
+        if not endpoint.is_managed or endpoint.name in busy:
             continue
         last_use = endpoint.last_request_at or endpoint.created_at
         if endpoint.created_at is None or now - endpoint.created_at < grace or last_use is None:
@@ -465,6 +466,18 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         logger.info("%s", reason)
         torn_down.append(endpoint.name)
     return torn_down
+
+
+def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
+    """Endpoints a run is deploying to right now: never idle, whatever their request count says."""
+    busy = set()
+    for state in (RunState.REGISTERED, RunState.DEPLOYING):
+        for record in ctx.ledger.list(state=state, limit=1000):
+            if record.endpoint is not None:
+                busy.add(record.endpoint.name)
+            elif record.model is not None:
+                busy.add(endpoint_name_for(record.model.name))
+    return busy
 
 
 def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:

@@ -1,6 +1,6 @@
 """The Engine contract: behaviour every adapter must show, whatever it runs on.
 
-An adapter's test module subclasses EngineContract and provides three fixtures:
+An adapter's test module subclasses EngineContract, imports the `trained` fixture, and provides three fixtures:
   engine        the adapter under test (module scope: one trained job is shared by the suite)
   job_spec      a factory (run_id, parameters) -> JobSpec whose training data the adapter can read
   wait_s        how long a job may take to finish here
@@ -33,16 +33,17 @@ def fresh_run_id() -> str:
     return "ft-" + uuid.uuid4().hex[:12]
 
 
+@pytest.fixture(scope="module")
+def trained(engine: Engine, job_spec, wait_s: float):
+    """One job trained to completion, shared by the tests that need its results. Adapter modules import it."""
+    spec = job_spec(fresh_run_id())
+    engine.submit_job(spec)
+    assert wait_for_terminal(engine, spec.run_id, wait_s) == JobStatus.COMPLETED, engine.get_job(spec.run_id)
+    return spec
+
+
 class EngineContract:
     # -- jobs ------------------------------------------------------------------------------------
-
-    @pytest.fixture(scope="class")
-    def trained(self, engine: Engine, job_spec, wait_s: float):
-        """One job trained to completion, shared by the tests that need its results."""
-        spec = job_spec(fresh_run_id())
-        engine.submit_job(spec)
-        assert wait_for_terminal(engine, spec.run_id, wait_s) == JobStatus.COMPLETED, engine.get_job(spec.run_id)
-        return spec
 
     def test_submitting_the_same_job_twice_creates_one_job(self, engine: Engine, job_spec):
         # given a new job

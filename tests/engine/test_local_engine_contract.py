@@ -13,7 +13,7 @@ from shared.engine.local.engine import LocalEngine
 from shared.finetune import parameters_for
 from shared.settings import Settings
 from shared.storage import BlobStore
-from tests.engine.contract import EngineContract
+from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
 

@@ -311,3 +311,21 @@ def test_the_sweep_reconciles_a_run_whose_completion_event_was_lost(ctx: AppCont
 
     # then the run was carried through to deployment
     assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYED
+
+
+def test_an_endpoint_with_a_deployment_in_progress_is_not_torn_down(ctx: AppContext, engine: FakeEngine):
+    # given an idle deployed endpoint, and a second run whose deployment to it is under way (its first try failed)
+    first = deployed_run(ctx, engine)
+    second = trained_run(ctx, engine, name="more.jsonl", data=VALID + VALID.splitlines(keepends=True)[0])
+    engine.fail_next_deployments = 1
+    with pytest.raises(Exception, match="quota exceeded"):
+        on_job_event(event_for(second.run_id))
+    assert ctx.ledger.get(second.run_id).state == RunState.REGISTERED
+
+    # when the sweep runs long after the last request
+    later(ctx, 90)
+    sweep_idle_endpoints(TimerRequest(past_due=False))
+
+    # then the endpoint stays
+    assert first.endpoint.name in engine.endpoints
+    assert ctx.ledger.get(first.run_id).state == RunState.DEPLOYED
