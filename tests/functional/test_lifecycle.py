@@ -16,7 +16,7 @@ from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
 from shared.engine.base import LOCAL_WORKSPACE_TOPIC, MANAGED_TAG, JobStatus
-from shared.lifecycle import restore_endpoint
+from shared.lifecycle import restore_endpoint, teardown_idle_endpoints
 from shared.runs import RunRecord, RunState
 from tests.conftest import EVENTS
 from tests.fakes import FakeEngine
@@ -322,10 +322,11 @@ def test_an_endpoint_with_a_deployment_in_progress_is_not_torn_down(ctx: AppCont
         on_job_event(event_for(second.run_id))
     assert ctx.ledger.get(second.run_id).state == RunState.REGISTERED
 
-    # when the sweep runs long after the last request
+    # when the idle teardown runs long after the last request
     later(ctx, 90)
-    sweep_idle_endpoints(TimerRequest(past_due=False))
+    torn_down = teardown_idle_endpoints(ctx)
 
     # then the endpoint stays
+    assert torn_down == []
     assert first.endpoint.name in engine.endpoints
     assert ctx.ledger.get(first.run_id).state == RunState.DEPLOYED
