@@ -7,6 +7,8 @@ run twice returns the existing version.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +42,8 @@ class LocalRegistry:
             return existing
         import mlflow
 
-        version = mlflow.register_model(model_uri, name, tags=dict(tags))
+        with contextlib.redirect_stderr(io.StringIO()):  # mlflow prints each registration to stderr
+            version = mlflow.register_model(model_uri, name, tags=dict(tags))
         logger.info("registered run %s as %s version %s", run_id, name, version.version, extra={"run_id": run_id})
         return _ref(version)
 
