@@ -481,36 +481,55 @@ def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
 
 
 def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
-    """Re-create a torn-down endpoint from its registered champion, smoke-test it and give it all traffic."""
+    """Re-create a torn-down endpoint from its registered champion, smoke-test it and give it all traffic.
+
+    The run moves to `deploying` before anything is created, so the idle sweep leaves the endpoint alone while it
+    comes up; a restore interrupted by a transient error is picked up again by the next call."""
     candidates = [
         r
-        for r in ctx.ledger.list(state=RunState.TORN_DOWN, limit=1000)
-        if r.endpoint and r.endpoint.name == endpoint_name
+        for r in ctx.ledger.list(limit=1000)
+        if r.endpoint
+        and r.endpoint.name == endpoint_name
+        and (
+            r.state == RunState.TORN_DOWN
+            or (r.state == RunState.DEPLOYING and r.history[-1].from_state == RunState.TORN_DOWN)
+        )
     ]
     if not candidates:
         raise NotFound(f"no torn-down endpoint named {endpoint_name}", code="endpoint_not_found")
     record = max(candidates, key=lambda r: r.updated_at)
-    champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
-    model = champion or ModelRef(name=record.model.name, version=record.model.version)
-    deployment = deployment_name_for(record.run_id)
+    if record.state == RunState.TORN_DOWN:
+        champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
+        model = champion or ModelRef(name=record.model.name, version=record.model.version)
+        ref = EndpointRef(name=endpoint_name, deployment=deployment_name_for(record.run_id))
+        record = record_transition(
+            ctx,
+            record.run_id,
+            advance_from(
+                RunState.TORN_DOWN,
+                RunState.DEPLOYING,
+                f"restore: {model.name} version {model.version} on {endpoint_name}",
+                ctx.now(),
+                endpoint=ref,
+                model=ModelVersion(name=model.name, version=model.version),
+            ),
+        )
+    model = ModelRef(name=record.model.name, version=record.model.version)
     endpoint = _attempt(
         ctx,
         record,
         "restore",
         lambda: ctx.engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": model.name}),
     )
-    _attempt(ctx, record, "restore", lambda: ctx.engine.create_deployment(endpoint_name, deployment, model))
-    ref = EndpointRef(name=endpoint_name, deployment=deployment, scoring_uri=endpoint.scoring_uri)
-    record_transition(
-        ctx,
+    _attempt(
+        ctx, record, "restore", lambda: ctx.engine.create_deployment(endpoint_name, record.endpoint.deployment, model)
+    )
+    ctx.ledger.update(
         record.run_id,
-        advance_from(
-            RunState.TORN_DOWN,
-            RunState.DEPLOYING,
-            f"restore: {model.name} version {model.version} on {endpoint_name}",
-            ctx.now(),
-            endpoint=ref,
-            model=ModelVersion(name=model.name, version=model.version),
+        lambda r: (
+            r.model_copy(update={"endpoint": r.endpoint.model_copy(update={"scoring_uri": endpoint.scoring_uri})})
+            if r.state == RunState.DEPLOYING
+            else None
         ),
     )
     return complete_run(ctx, record.run_id)

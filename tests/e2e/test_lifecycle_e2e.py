@@ -31,7 +31,7 @@ def host(azurite: Azurite, tmp_path: Path):
         datasets_container="e2e-datasets",
         runs_container="e2e-runs",
         local_state_dir=tmp_path / "state",
-        idle_minutes=0.05,
+        idle_minutes=0.1,
         idle_grace_minutes=0,
         idle_sweep_schedule="*/2 * * * * *",
     )
