@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.engine.base import EndpointInfo
 
@@ -14,20 +14,34 @@ _UNSAFE_PATH = re.compile(r"(^/)|(\\)|(^|/)\.\.?(/|$)|[\x00-\x1f]")
 
 
 class CreateRunRequest(BaseModel):
+    """A dataset to split (`dataset`), or explicit `train` and `test` files; blob names in the datasets container."""
+
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(min_length=1, max_length=1024, description="blob name in the datasets container")
+    dataset: str | None = Field(None, min_length=1, max_length=1024)
+    train: str | None = Field(None, min_length=1, max_length=1024)
+    test: str | None = Field(None, min_length=1, max_length=1024)
     parameters: dict[str, Any] = Field(default_factory=dict, description="fine-tune parameter overrides")
     force: bool = Field(False, description="a new run even when this content and these parameters ran before")
 
-    @field_validator("dataset")
+    @field_validator("dataset", "train", "test")
     @classmethod
-    def _safe_relative_path(cls, value: str) -> str:
+    def _safe_relative_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if _UNSAFE_PATH.search(value):
             raise ValueError("must be a relative blob name without '..', '.', backslashes or control characters")
         if not value.endswith(".jsonl"):
             raise ValueError("must name a .jsonl file")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CreateRunRequest:
+        if (self.dataset is None) == (self.train is None and self.test is None) or (self.train is None) != (
+            self.test is None
+        ):
+            raise ValueError("give either dataset, or both train and test")
+        return self
 
 
 class EndpointView(BaseModel):

@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from pydantic import ValidationError
 
 from shared.api import CreateRunRequest
-from shared.chatdata import Split, ValidationOptions, ValidationReport, render_markdown, validate_chunks
+from shared.chatdata import (
+    Split,
+    ValidationOptions,
+    ValidationReport,
+    combine_train_test,
+    render_markdown,
+    validate_chunks,
+)
 from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.errors import AutopilotError, InvalidInput
@@ -112,43 +119,94 @@ def intake_dataset(
         ctx.settings.engine, ctx.settings.base_model, ctx.settings.finetune_overrides
     )
     with SplitSpool() as spool:
-        report = validate_chunks(
-            ctx.store.iter_chunks(container, name, etag=blob.etag),
-            validation_options(ctx.settings, parameters=parameters),
-            on_example=spool.add,
-        )
-        run_id = run_id_for(report.sha256, parameters, ctx.settings.base_model, salt=uuid.uuid4().hex if force else "")
+        options = validation_options(ctx.settings, parameters=parameters)
+        report = _validate_into(ctx, spool, container, name, blob.etag, options)
         dataset = DatasetRef(container=container, blob=name, sha256=report.sha256, size_bytes=blob.size, etag=blob.etag)
-        record, created = ctx.ledger.create(
-            new_run(
-                run_id=run_id,
-                dataset=dataset,
-                parameters=parameters,
-                base_model=ctx.settings.base_model,
-                engine=ctx.settings.engine,
-                now=ctx.now(),
-            )
+        return _take_in(ctx, report, dataset, [source], parameters, force, spool, receipt_key)
+
+
+def intake_train_test(
+    ctx: AppContext, container: str, train: str, test: str, *, parameters: FineTuneParameters, force: bool = False
+) -> IntakeOutcome:
+    """A run from explicit train and test files (no split): both validated, the test file held out as it is."""
+    for name in (train, test):
+        if not is_dataset_blob(ctx.settings, name):
+            raise InvalidInput(f"{name} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
+    train_blob, test_blob = ctx.store.info(container, train), ctx.store.info(container, test)
+    with SplitSpool() as spool:
+        options = replace(validation_options(ctx.settings, parameters=parameters), test_fraction=0.0)
+        train_report = _validate_into(ctx, spool, container, train, train_blob.etag, options, Split.TRAIN)
+        test_report = _validate_into(
+            ctx, spool, container, test, test_blob.etag, replace(options, min_train_rows=1), Split.TEST
         )
-        logger.info(
-            "%s is run %s (%s): %s",
-            source,
-            run_id,
-            "new" if created else "known",
-            report.summary(),
-            extra={"run_id": run_id},
+        report = combine_train_test(train_report, test_report, options.max_listed_problems)
+        dataset = DatasetRef(
+            container=container,
+            blob=train,
+            sha256=report.sha256,
+            size_bytes=train_blob.size + test_blob.size,
+            etag=train_blob.etag,
         )
-        if not created:
-            record = ctx.ledger.update(run_id, lambda r: add_source(r, source, ctx.now()))
-            if record.state not in (RunState.RECEIVED, RunState.VALIDATING):
-                if receipt_key:
-                    ctx.ledger.add_receipt(receipt_key, run_id)
-                return IntakeOutcome(IntakeStatus.DUPLICATE, run_id, f"same content as run {run_id} ({record.state})")
-        try:
-            outcome = _prepare_and_submit(ctx, record, report, spool)
-        except AutopilotError as exc:
-            if exc.transient:
-                _note_attempt(ctx, run_id, "intake", exc)
-            raise
+        sources = [f"{container}/{train}", f"{container}/{test}"]
+        return _take_in(ctx, report, dataset, sources, parameters, force, spool, None)
+
+
+def _validate_into(
+    ctx: AppContext,
+    spool: SplitSpool,
+    container: str,
+    name: str,
+    etag: str,
+    options: ValidationOptions,
+    only: Split | None = None,
+) -> ValidationReport:
+    """Stream a blob through the validator; its valid lines go to the spool (all to `only` when given)."""
+    sink = spool.add if only is None else (lambda _split, line: spool.add(only, line))
+    return validate_chunks(ctx.store.iter_chunks(container, name, etag=etag), options, on_example=sink)
+
+
+def _take_in(
+    ctx: AppContext,
+    report: ValidationReport,
+    dataset: DatasetRef,
+    sources: list[str],
+    parameters: FineTuneParameters,
+    force: bool,
+    spool: SplitSpool,
+    receipt_key: str | None,
+) -> IntakeOutcome:
+    """Record the validated dataset as a run (or find it), then prepare and submit it."""
+    run_id = run_id_for(report.sha256, parameters, ctx.settings.base_model, salt=uuid.uuid4().hex if force else "")
+    record, created = ctx.ledger.create(
+        new_run(
+            run_id=run_id,
+            dataset=dataset,
+            parameters=parameters,
+            base_model=ctx.settings.base_model,
+            engine=ctx.settings.engine,
+            now=ctx.now(),
+        )
+    )
+    logger.info(
+        "%s is run %s (%s): %s",
+        " + ".join(sources),
+        run_id,
+        "new" if created else "known",
+        report.summary(),
+        extra={"run_id": run_id},
+    )
+    for source in sources:
+        record = ctx.ledger.update(run_id, lambda r, source=source: add_source(r, source, ctx.now()))
+    if not created and record.state not in (RunState.RECEIVED, RunState.VALIDATING):
+        if receipt_key:
+            ctx.ledger.add_receipt(receipt_key, run_id)
+        return IntakeOutcome(IntakeStatus.DUPLICATE, run_id, f"same content as run {run_id} ({record.state})")
+    try:
+        outcome = _prepare_and_submit(ctx, record, report, spool)
+    except AutopilotError as exc:
+        if exc.transient:
+            _note_attempt(ctx, run_id, "intake", exc)
+        raise
     if receipt_key:
         ctx.ledger.add_receipt(receipt_key, run_id)
     return outcome
@@ -283,7 +341,7 @@ def iter_file_chunks(path: str, chunk_bytes: int = BODY_CHUNK_BYTES) -> Iterator
 
 
 def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
-    """An ad-hoc run of a dataset already in the datasets container, with parameter overrides."""
+    """An ad-hoc run of data already in the datasets container, with parameter overrides."""
     try:
         parameters = parameters_for(
             ctx.settings.engine, ctx.settings.base_model, {**ctx.settings.finetune_overrides, **request.parameters}
@@ -291,9 +349,13 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"invalid parameters: {problems}") from exc
-    if not is_dataset_blob(ctx.settings, request.dataset):
+    container = ctx.settings.datasets_container
+    if request.dataset is None:
+        outcome = intake_train_test(
+            ctx, container, request.train, request.test, parameters=parameters, force=request.force
+        )
+    elif not is_dataset_blob(ctx.settings, request.dataset):
         raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
-    outcome = intake_dataset(
-        ctx, ctx.settings.datasets_container, request.dataset, parameters=parameters, force=request.force
-    )
+    else:
+        outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
     return outcome, ctx.ledger.get(outcome.run_id)

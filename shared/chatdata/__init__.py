@@ -1,7 +1,7 @@
 """Pure, streaming validation of chat-completion JSONL datasets: checks, stats, split, hashing."""
 
 from shared.chatdata.codes import ErrorCode, WarningCode
-from shared.chatdata.report import ReportedProblem, ValidationReport, render_markdown
+from shared.chatdata.report import ReportedProblem, ValidationReport, combine_train_test, render_markdown
 from shared.chatdata.validator import (
     MIN_TRAIN_ROWS,
     DatasetValidator,
@@ -20,6 +20,7 @@ __all__ = [
     "ValidationOptions",
     "ValidationReport",
     "WarningCode",
+    "combine_train_test",
     "render_markdown",
     "split_of",
     "validate_chunks",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -40,6 +41,31 @@ class ValidationReport(BaseModel):
         counts = ", ".join(f"{code} x{n}" for code, n in sorted(self.error_counts.items()))
         text = f"{verdict}: {self.rows} rows, train {self.split.train}, test {self.split.test}"
         return f"{text}; errors: {counts}" if counts else text
+
+
+def combine_train_test(train: ValidationReport, test: ValidationReport, max_listed: int) -> ValidationReport:
+    """One report for a run given explicit train and test files (each validated with all its rows in one split).
+
+    Line numbers stay those of each file; messages from the test file say so. The sha256 is that of the two
+    files' digests, in order, so the same pair of files is recognised again."""
+
+    def labelled(problems: list[ReportedProblem], label: str) -> list[ReportedProblem]:
+        return [p.model_copy(update={"message": f"{label}: {p.message}"}) for p in problems]
+
+    def added(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+        return dict(sorted({code: a.get(code, 0) + b.get(code, 0) for code in {*a, *b}}.items()))
+
+    return ValidationReport(
+        valid=train.valid and test.valid,
+        rows=train.rows + test.rows,
+        sha256=hashlib.sha256(f"{train.sha256}:{test.sha256}".encode()).hexdigest(),
+        error_counts=added(train.error_counts, test.error_counts),
+        errors=(labelled(train.errors, "train file") + labelled(test.errors, "test file"))[:max_listed],
+        warnings=(labelled(train.warnings, "train file") + labelled(test.warnings, "test file"))[:max_listed],
+        stats={**train.stats, "test_file": test.stats},
+        split=SplitCounts(train=train.split.train, test=test.split.train),
+        warning_counts=added(train.warning_counts, test.warning_counts),
+    )
 
 
 def render_markdown(report: ValidationReport, title: str = "Dataset validation report") -> str:

@@ -161,6 +161,16 @@ restore_endpoint = function("restore_endpoint")
         ("create_run", "runs", b'{"dataset": "a.jsonl", "force": "yes please"}', {}, 400, "invalid_input"),
         ("create_run", "runs", b'{"dataset": "' + b"x" * 70000 + b'.jsonl"}', {}, 413, "payload_too_large"),
         ("create_run", "runs", b'{"dataset": "missing.jsonl"}', {}, 404, "blob_not_found"),
+        ("create_run", "runs", b'{"train": "a.jsonl"}', {}, 400, "invalid_input"),  # test missing
+        (
+            "create_run",
+            "runs",
+            b'{"dataset": "a.jsonl", "train": "b.jsonl", "test": "c.jsonl"}',
+            {},
+            400,
+            "invalid_input",
+        ),
+        ("create_run", "runs", b'{"train": "../a.jsonl", "test": "c.jsonl"}', {}, 400, "invalid_input"),
         ("cancel_run", "runs/nope/cancel", b"", {"run_id": "nope"}, 400, "invalid_input"),
         ("cancel_run", "runs/ft-000000000000/cancel", b"", {"run_id": "ft-000000000000"}, 404, "run_not_found"),
         ("restore_endpoint", "endpoints/x/restore", b"", {"name": "../x"}, 400, "invalid_input"),
@@ -224,3 +234,39 @@ def test_list_endpoints_shows_idle_time_and_counts_but_no_key(ctx: AppContext, e
     assert endpoint["name"] == "ep-a" and endpoint["managed"] is True and endpoint["request_count"] == 0
     assert endpoint["idle_minutes"] is not None
     assert b"primary" not in response.get_body() and b"key" not in response.get_body()
+
+
+def test_create_run_with_explicit_train_and_test_files_keeps_them_apart(ctx: AppContext, engine):
+    # given separate train and test files (the notebook's train_sft / test_sft)
+    lines = VALID.splitlines(keepends=True)
+    upload(ctx.settings, "ultrachat/train_sft.jsonl", b"".join(lines[:200]))
+    upload(ctx.settings, "ultrachat/test_sft.jsonl", b"".join(lines[200:]))
+    request = b'{"train": "ultrachat/train_sft.jsonl", "test": "ultrachat/test_sft.jsonl"}'
+
+    # when a run is created from them, twice
+    first = create_run(http_request("POST", "runs", body=request))
+    again = create_run(http_request("POST", "runs", body=request))
+
+    # then one run holds every train line as train and every test line as test
+    run = body_of(first)
+    assert first.status_code == again.status_code == 202 and body_of(again)["run_id"] == run["run_id"]
+    assert run["validation"]["train_rows"] == 200 and run["validation"]["test_rows"] == 40
+    container = ctx.settings.datasets_container
+    assert run["sources"] == [f"{container}/ultrachat/train_sft.jsonl", f"{container}/ultrachat/test_sft.jsonl"]
+    stored_test = ctx.store.read(container, run["artifacts"]["test"].partition("/")[2])[0]
+    assert stored_test.splitlines() == [line.rstrip(b"\n") for line in lines[200:]]
+    assert engine.submit_calls == 1
+
+
+def test_a_bad_test_file_rejects_the_pair_and_names_the_file(ctx: AppContext):
+    upload(ctx.settings, "train.jsonl", VALID)
+    upload(ctx.settings, "test.jsonl", BROKEN)
+
+    response = create_run(http_request("POST", "runs", body=b'{"train": "train.jsonl", "test": "test.jsonl"}'))
+
+    assert response.status_code == 422
+    run = body_of(response)
+    report = orjson.loads(
+        ctx.store.read(ctx.settings.datasets_container, run["artifacts"]["report_json"].partition("/")[2])[0]
+    )
+    assert report["errors"][0]["line"] == 6 and report["errors"][0]["message"].startswith("test file: ")
