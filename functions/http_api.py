@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from functions.http_responses import json_errors, json_response
 from shared.api import CreateRunRequest, EndpointView
 from shared.context import get_context
-from shared.errors import InvalidInput, PayloadTooLarge
+from shared.errors import InvalidInput, PayloadTooLarge, describe_validation_error
 from shared.lifecycle import cancel_run, restore_endpoint
 from shared.services import IntakeStatus, create_run, get_run, list_runs, validate_bytes
 from shared.settings import get_settings
@@ -99,21 +99,20 @@ def _json_body(req: func.HttpRequest, model: type[BodyT]) -> BodyT:
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"invalid request body: {problems}") from exc
+        raise InvalidInput(f"invalid request body: {describe_validation_error(exc, 'body')}") from exc
 
 
 def _optional_float(req: func.HttpRequest, name: str) -> float | None:
-    raw = req.params.get(name)
-    try:
-        return None if raw is None else float(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"{name} must be a number, got {raw!r}") from exc
+    return _optional_number(req, name, float, "a number")
 
 
 def _optional_int(req: func.HttpRequest, name: str) -> int | None:
+    return _optional_number(req, name, int, "an integer")
+
+
+def _optional_number(req: func.HttpRequest, name: str, kind: type, described: str):
     raw = req.params.get(name)
     try:
-        return None if raw is None else int(raw)
+        return None if raw is None else kind(raw)
     except ValueError as exc:
-        raise InvalidInput(f"{name} must be an integer, got {raw!r}") from exc
+        raise InvalidInput(f"{name} must be {described}, got {raw!r}") from exc

@@ -80,3 +80,11 @@ class EngineNotConfigured(EngineError):
     code = "engine_not_configured"
     http_status = 503
     transient = False
+
+
+def describe_validation_error(exc: ValueError, what: str) -> str:
+    """A pydantic ValidationError as one line: `field: problem; field: problem`."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in errors())

@@ -21,7 +21,7 @@ from shared.chatdata import (
 )
 from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
-from shared.errors import AutopilotError, InvalidInput
+from shared.errors import AutopilotError, InvalidInput, describe_validation_error
 from shared.finetune import FineTuneParameters, parameters_for
 from shared.notifications import record_transition
 from shared.runs import (
@@ -347,8 +347,7 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
             ctx.settings.engine, ctx.settings.base_model, {**ctx.settings.finetune_overrides, **request.parameters}
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"invalid parameters: {problems}") from exc
+        raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
     container = ctx.settings.datasets_container
     if request.dataset is None:
         outcome = intake_train_test(
