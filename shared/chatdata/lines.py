@@ -26,8 +26,19 @@ class LineSplitter:
         self._max = max_line_bytes
         self._pending: list[bytes] = []
         self._pending_len = 0
+        self._head: bytes | None = b""  # the stream's first bytes, until a UTF-8 BOM is ruled in or out
+        self._bom_alone = False  # nothing but a BOM so far: still one (empty) line 1
 
     def feed(self, chunk: bytes) -> list[bytes | LineTooLong]:
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < len(UTF8_BOM) and UTF8_BOM.startswith(chunk):
+                self._head = chunk
+                return []
+            self._head = None
+            if chunk.startswith(UTF8_BOM):  # before any length is counted: a BOM is not part of line 1
+                chunk = chunk[len(UTF8_BOM) :]
+                self._bom_alone = not chunk
         # A find() loop, not chunk.split(b"\n"): find() scans with memchr, split() byte by byte, which
         # made it twice as slow on multi-MB chunks.
         lines: list[bytes | LineTooLong] = []
@@ -38,6 +49,8 @@ class LineSplitter:
             append(chunk[start:end])
             start = end + 1
         tail = chunk[start:]
+        if chunk:
+            self._bom_alone = False
         if lines and self._pending_len:
             lines[0] = self._take_pending(lines[0])
         self._hold(tail)
@@ -45,6 +58,11 @@ class LineSplitter:
 
     def finish(self) -> list[bytes | LineTooLong]:
         """The last line, when the input does not end with a newline."""
+        if self._head:  # a stream of one or two bytes that began like a BOM: they are content
+            self._hold(self._head)
+        self._head = None
+        if self._bom_alone:
+            return [b""]
         return [self._take_pending(b"")] if self._pending_len else []
 
     def _hold(self, part: bytes) -> None:

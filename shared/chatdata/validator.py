@@ -23,12 +23,12 @@ from shared.chatdata.examples import (
     valid_example_shape,
 )
 from shared.chatdata.hashing import BackgroundSha256
-from shared.chatdata.lines import UTF8_BOM, LineSplitter, LineTooLong
+from shared.chatdata.lines import LineSplitter, LineTooLong
 from shared.chatdata.report import ReportedProblem, SplitCounts, ValidationReport
 from shared.chatdata.stats import Distribution
 
 MIN_TRAIN_ROWS = 10  # chat_completion_pipeline refuses fewer training samples
-_loads = orjson.loads
+_loads = orjson.loads  # a global, not an attribute lookup, once per line
 
 
 class Split(StrEnum):
@@ -124,8 +124,6 @@ class DatasetValidator:
     def _check_lines(self, lines: list[bytes | LineTooLong]) -> None:
         first = self._line_count + 1
         self._line_count += len(lines)
-        if first == 1 and lines and type(lines[0]) is bytes and lines[0].startswith(UTF8_BOM):
-            lines[0] = lines[0][len(UTF8_BOM) :]
         options = self.options
         max_line_bytes = options.max_line_bytes
         max_seq_length = options.max_seq_length
@@ -136,6 +134,7 @@ class DatasetValidator:
         prompt_ids = self._prompt_ids
         split_hasher = self._split_hasher
         test_threshold = self._test_threshold_bytes
+        train, test = Split.TRAIN, Split.TEST  # an enum member costs a metaclass lookup each time
         shapes: list[ExampleShape] = []  # of the valid examples, counted into the stats once per batch
         keep_shape = shapes.append
         try:
@@ -174,37 +173,41 @@ class DatasetValidator:
                         WarningCode.EXCEEDS_MAX_SEQ_LENGTH,
                         f"about {tokens} tokens; max_seq_length is {max_seq_length}, so it will be truncated",
                     )
+                # Duplicates: setdefault() looks a key up once where get() then a store look it up twice, in
+                # dicts that grow to hundreds of thousands of keys (a cache miss each). earlier == line_no: new.
                 fingerprint = shape[6]
-                earlier = conversations.get(fingerprint)
-                if earlier is not None:
-                    self._warn(line_no, WarningCode.DUPLICATE_CONVERSATION, f"same conversation as line {earlier}")
-                elif len(conversations) < duplicate_check_rows:
-                    conversations[fingerprint] = line_no
+                if len(conversations) < duplicate_check_rows:
+                    earlier = conversations.setdefault(fingerprint, line_no)
                 else:
-                    self._duplicate_check_saturated = True
+                    earlier = conversations.get(fingerprint, line_no)
+                    if earlier == line_no:
+                        self._duplicate_check_saturated = True
+                if earlier != line_no:
+                    self._warn(line_no, WarningCode.DUPLICATE_CONVERSATION, f"same conversation as line {earlier}")
                 prompt_id = row.get("prompt_id")
                 if type(prompt_id) is str and prompt_id:
                     split_key = prompt_id.encode()
                     prompt_key = hash(prompt_id)
-                    earlier = prompt_ids.get(prompt_key)
-                    if earlier is not None:
+                    if len(prompt_ids) < duplicate_check_rows:
+                        earlier = prompt_ids.setdefault(prompt_key, line_no)
+                    else:
+                        earlier = prompt_ids.get(prompt_key, line_no)
+                        if earlier == line_no:
+                            self._duplicate_check_saturated = True
+                    if earlier != line_no:
                         self._warn(
                             line_no, WarningCode.DUPLICATE_PROMPT_ID, f"prompt_id already used on line {earlier}"
                         )
-                    elif len(prompt_ids) < duplicate_check_rows:
-                        prompt_ids[prompt_key] = line_no
-                    else:
-                        self._duplicate_check_saturated = True
                 else:
                     split_key = orjson.dumps(row["messages"], option=orjson.OPT_SORT_KEYS)
                 # split_of(split_key), without the int: 8 big-endian bytes compare as the number they spell
                 hasher = split_hasher.copy()
                 hasher.update(split_key)
                 if hasher.digest() < test_threshold:
-                    split = Split.TEST
+                    split = test
                     self._test_rows += 1
                 else:
-                    split = Split.TRAIN
+                    split = train
                     self._train_rows += 1
                 if emit is not None:
                     emit(split, line[:-1] if line[-1] == 13 else line)  # 13: b"\r", of a CRLF file
@@ -214,7 +217,7 @@ class DatasetValidator:
     def _count(self, shapes: list[ExampleShape]) -> None:
         if shapes:
             messages, turns, characters, tokens, assistant_characters, assistant_tokens, _ = zip(*shapes, strict=True)
-            # Counter.update counts in C: far cheaper than six dict updates a row in the loop
+            # Counter.update counts in C, cheaper than six dict updates a row in the loop
             self._messages.update(messages)
             self._turns.update(turns)
             self._characters.update(characters)
@@ -266,7 +269,7 @@ class DatasetValidator:
             rows=self._rows,
             sha256=self._sha256.hexdigest(),
             error_counts=dict(sorted(self._error_counts.items())),
-            errors=dataset_errors + self._errors,
+            errors=(dataset_errors + self._errors)[: options.max_listed_problems],
             warnings=self._warnings,
             stats=self._stats(),
             split=SplitCounts(train=train, test=self._test_rows),
