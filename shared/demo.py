@@ -83,7 +83,7 @@ def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
     service = BlobServiceClient.from_connection_string(host.connection_string)
     service.get_blob_client(settings.datasets_container, name).upload_blob(SAMPLE.read_bytes(), overwrite=True)
 
-    run_id, seen, last_bar = None, [], 0.0
+    run_id, seen, last_bar, last_step = None, [], 0.0, -1
     while True:
         runs = api.get("/api/runs")["runs"]
         run = next((r for r in runs if any(s.endswith(name) for s in r["sources"])), None)
@@ -94,9 +94,9 @@ def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
                 _narrate(run, step)
             if run["state"] in (RunState.DEPLOYED, *TERMINAL):
                 return run
-            if run["state"] in (RunState.SUBMITTED, RunState.RUNNING) and time.monotonic() - last_bar > 2:
+            if run["state"] in (RunState.SUBMITTED, RunState.RUNNING) and time.monotonic() - last_bar > 1:
                 last_bar = time.monotonic()
-                _progress(run_id)
+                last_step = _progress(run_id, last_step)
         time.sleep(0.5)
 
 
@@ -124,13 +124,16 @@ def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
         print(f"    scoring URI {run['endpoint']['scoring_uri']} (deployment {run['endpoint']['deployment']})")
 
 
-def _progress(run_id: str) -> None:
+def _progress(run_id: str, last_step: int) -> int:
+    """Print the training bar when the step moved; return the step shown."""
     job = get_context().engine.get_job(run_id)
-    if job.status == JobStatus.RUNNING and job.progress and job.progress.total_steps:
-        p = job.progress
-        filled = int(30 * p.step / p.total_steps)
-        loss = f" loss {p.loss:.3f}" if p.loss is not None else ""
-        print(f"    training [{'#' * filled:<30}] step {p.step}/{p.total_steps}{loss}", flush=True)
+    p = job.progress
+    if job.status != JobStatus.RUNNING or p is None or not p.total_steps or p.step == last_step:
+        return last_step
+    filled = int(30 * p.step / p.total_steps)
+    loss = f" loss {p.loss:.3f}" if p.loss is not None else ""
+    print(f"    training [{'#' * filled:<30}] step {p.step}/{p.total_steps}{loss}", flush=True)
+    return p.step
 
 
 def _ask(run: dict[str, Any], what: str) -> None:
