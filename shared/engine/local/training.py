@@ -383,7 +383,7 @@ class TrainingWorker:
                 render_report(job, self.metrics, trainer.state.global_step), encoding="utf-8"
             )
             # MLflow names the logged model after name_or_path: the fine-tuned model, not a staging or base folder
-            merged.config._name_or_path = tokenizer.name_or_path = f"ft-autopilot/{job.name}"
+            merged.name_or_path = merged.config._name_or_path = tokenizer.name_or_path = f"ft-autopilot/{job.name}"
             self._finish_mlflow(merged, tokenizer)
         self.write_metrics()
 
