@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.engine.local.processes import free_port
+
 # Azurite's well-known development account (public, documented; not a secret).
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -83,8 +85,3 @@ def start_azurite(location: Path, *, port: int | None = None, timeout_s: float =
     server.stop()
     raise AzuriteUnavailable(f"azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

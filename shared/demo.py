@@ -70,8 +70,12 @@ def _fresh_state() -> Path:
     """A clean demo state that keeps the converted base models (the first SmolLM2 conversion takes ~20 s)."""
     DEMO_STATE.mkdir(parents=True, exist_ok=True)
     for entry in DEMO_STATE.iterdir():
-        if entry.name != "models":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name == "models":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return DEMO_STATE
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import SecretStr
+
 from shared.azurite import start_azurite
 from shared.context import AppContext, install_context
 from shared.engine.base import JobInfo, JobStatus
@@ -54,7 +56,7 @@ def app_context(settings: Settings) -> Iterator[AppContext]:
     azurite = None
     if settings.storage_connection_string is None and settings.storage_account_url is None:
         azurite = start_azurite(settings.local_state_dir.resolve() / "azurite")
-        settings = settings.model_copy(update={"storage_connection_string": _secret(azurite.connection_string)})
+        settings = settings.model_copy(update={"storage_connection_string": SecretStr(azurite.connection_string)})
     context = AppContext.from_settings(settings)
     install_context(context)
     try:
@@ -148,8 +150,3 @@ class _Reporter:
             print(file=self._out, flush=True)
             self._bar_open = False
 
-
-def _secret(value: str):
-    from pydantic import SecretStr
-
-    return SecretStr(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -332,12 +331,6 @@ def list_runs(ctx: AppContext, *, state: str | None = None, limit: int = 100) ->
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
     return ctx.ledger.list(state=RunState(state) if state else None, limit=limit)
-
-
-def iter_file_chunks(path: str, chunk_bytes: int = BODY_CHUNK_BYTES) -> Iterator[bytes]:
-    with open(path, "rb") as file:
-        while chunk := file.read(chunk_bytes):
-            yield chunk
 
 
 def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:

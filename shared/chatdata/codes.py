@@ -35,5 +35,3 @@ class WarningCode(StrEnum):
     DUPLICATE_CONVERSATION = "duplicate_conversation"
     EXCEEDS_MAX_SEQ_LENGTH = "exceeds_max_seq_length"
 
-
-LINE_ERROR_CODES = frozenset(ErrorCode) - {ErrorCode.EMPTY_DATASET, ErrorCode.TOO_FEW_EXAMPLES}

@@ -10,25 +10,11 @@ class Distribution:
 
     __slots__ = ("_counts", "count", "total")
 
-    def __init__(self) -> None:
-        self._counts: dict[int, int] = {}
-        self.count = 0
-        self.total = 0
-
-    @classmethod
-    def from_counts(cls, counts: dict[int, int]) -> Distribution:
-        """Adopt a {value: occurrences} table built elsewhere (the validator's hot loop fills a plain dict)."""
-        distribution = cls()
-        distribution._counts = counts
-        distribution.count = sum(counts.values())
-        distribution.total = sum(value * n for value, n in counts.items())
-        return distribution
-
-    def add(self, value: int) -> None:
-        counts = self._counts
-        counts[value] = counts.get(value, 0) + 1
-        self.count += 1
-        self.total += value
+    def __init__(self, counts: dict[int, int]) -> None:
+        """From a {value: occurrences} table (the validator's hot loop fills a plain dict)."""
+        self._counts = counts
+        self.count = sum(counts.values())
+        self.total = sum(value * n for value, n in counts.items())
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100) of the observations."""

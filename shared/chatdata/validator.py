@@ -281,14 +281,14 @@ class DatasetValidator:
         return {
             "bytes": self._bytes,
             "examples": {
-                "messages": Distribution.from_counts(self._messages).summary(),
-                "turns": Distribution.from_counts(self._turns).summary(),
-                "characters": Distribution.from_counts(self._characters).summary(),
-                "estimated_tokens": Distribution.from_counts(self._tokens).summary(),
+                "messages": Distribution(self._messages).summary(),
+                "turns": Distribution(self._turns).summary(),
+                "characters": Distribution(self._characters).summary(),
+                "estimated_tokens": Distribution(self._tokens).summary(),
             },
             "assistant": {
-                "characters": Distribution.from_counts(self._assistant_characters).summary(),
-                "estimated_tokens": Distribution.from_counts(self._assistant_tokens).summary(),
+                "characters": Distribution(self._assistant_characters).summary(),
+                "estimated_tokens": Distribution(self._assistant_tokens).summary(),
             },
             "max_seq_length": self.options.max_seq_length,
             "exceeds_max_seq_length": self._over_max_seq,

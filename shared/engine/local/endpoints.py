@@ -44,7 +44,6 @@ from shared.engine.local.processes import (
     ProcessStartError,
     free_port,
     is_alive,
-    log_tail,
     start_process,
     stop_process,
     wait_http_ok,
@@ -573,10 +572,6 @@ class LocalEndpoints:
             state=state,
         )
 
-    def deployment_log_tail(self, endpoint_name: str, deployment_name: str, max_lines: int = 20) -> str:
-        """The end of a deployment's server.log ('' when there is none): for error reports."""
-        folder = self._existing(endpoint_name)
-        return log_tail(folder / "deployments" / deployment_name / "server.log", max_lines) if folder else ""
 
 
 def _answer_pid(body: bytes) -> int | None:

@@ -18,12 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.engine.base import JobStatus
+from shared.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
 
 logger = logging.getLogger(__name__)
 
-RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
-RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
-PIPELINE_RUN = "azureml.PipelineRun"
 
 # Azure ML's spelling of run statuses
 AZURE_RUN_STATUS = {
