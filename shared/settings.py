@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     engine: Literal["local", "azureml"] = Field("local", alias="AUTOPILOT_ENGINE")
     local_base_model: str = Field("smollm2-135m-instruct", alias="LOCAL_BASE_MODEL")
     base_model_id: str = Field(
-        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest", alias="BASE_MODEL_ID"
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15", alias="BASE_MODEL_ID"
     )
     local_state_dir: Path = Field(Path(".state"), alias="LOCAL_STATE_DIR")
     # Where the local engine POSTs its Azure ML-shaped job events: the Functions Event Grid webhook of on_job_event
@@ -75,10 +75,20 @@ class Settings(BaseSettings):
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
 
-    # Azure identifiers (azureml engine)
+    gate_require_base_eval: bool = Field(True, alias="GATE_REQUIRE_BASE_EVAL")
+
+    # Azure ML engine
     azure_subscription_id: str | None = Field(None, alias="AZURE_SUBSCRIPTION_ID")
     azure_resource_group: str | None = Field(None, alias="AZURE_RESOURCE_GROUP")
     azureml_workspace_name: str | None = Field(None, alias="AZUREML_WORKSPACE_NAME")
+    azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
+    azureml_registry_name: str = Field("azureml", alias="AZUREML_REGISTRY_NAME")
+    azureml_pipeline_version: str = Field("0.0.82", alias="AZUREML_PIPELINE_VERSION")
+    azureml_compute: str = Field("serverless", alias="AZUREML_COMPUTE")
+    azureml_finetune_instance_type: str = Field("Standard_NC24ads_A100_v4", alias="AZUREML_FINETUNE_INSTANCE_TYPE")
+    azureml_datastore: str = Field("ftautopilot", alias="AZUREML_DATASTORE")
+    azureml_experiment_name: str = Field("ft-autopilot", alias="AZUREML_EXPERIMENT_NAME")
+    azureml_inference_instance_type: str = Field("Standard_NC6s_v3", alias="AZUREML_INFERENCE_INSTANCE_TYPE")
 
     @model_validator(mode="after")
     def _overrides_are_parameters(self) -> Settings:
