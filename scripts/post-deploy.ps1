@@ -1,0 +1,88 @@
+# azd postdeploy hook (Windows): the same as post-deploy.sh. Subscribes the deployed functions to Event Grid.
+# It runs after deployment because the webhook URLs carry the functions' system keys, which exist only once
+# the code is deployed and indexed. Idempotent: `event-subscription create` creates or updates.
+$ErrorActionPreference = 'Stop'
+
+$values = @{}
+foreach ($line in (azd env get-values)) {
+    if ($line -match '^([^=]+)="?(.*?)"?$') { $values[$Matches[1]] = $Matches[2] }
+}
+
+function Get-AzdValue([string]$Name) {
+    $value = $values[$Name]
+    if ([string]::IsNullOrEmpty($value)) {
+        throw "$Name is not set in the azd environment; run 'azd provision' first."
+    }
+    return $value
+}
+
+$subscription = Get-AzdValue AZURE_SUBSCRIPTION_ID
+$appGroup = Get-AzdValue AZURE_RESOURCE_GROUP
+$appName = Get-AzdValue AZURE_FUNCTION_APP_NAME
+$appHost = Get-AzdValue AZURE_FUNCTION_APP_HOSTNAME
+$storageId = Get-AzdValue STORAGE_ACCOUNT_ID
+$storageTopic = Get-AzdValue STORAGE_TOPIC_NAME
+$datasets = Get-AzdValue DATASETS_CONTAINER
+$deadletter = Get-AzdValue DEADLETTER_CONTAINER
+$workspaceGroup = Get-AzdValue WORKSPACE_RESOURCE_GROUP
+$workspaceTopic = Get-AzdValue WORKSPACE_TOPIC_NAME
+
+$deadletterEndpoint = "$storageId/blobServices/default/containers/$deadletter"
+
+# az is az.cmd on Windows: an '&' in an argument must reach cmd.exe inside double quotes, as Azure's samples do.
+function ConvertTo-CmdArgument([string]$Text) { return '"' + $Text + '"' }
+
+function Get-SystemKey([string]$Name) {
+    for ($attempt = 1; $attempt -le 8; $attempt++) {
+        $key = az functionapp keys list --subscription $subscription -g $appGroup -n $appName `
+            --query "systemKeys.$Name" -o tsv
+        if (-not [string]::IsNullOrEmpty($key)) { return $key }
+        if ($attempt -lt 8) {
+            Write-Host "  waiting for system key $Name (attempt $attempt/8)..."
+            Start-Sleep -Seconds 15
+        }
+    }
+    throw ("The function app $appName has no system key $Name. Its functions are not indexed yet (or failed " +
+        "to index): check the app's logs in Application Insights, then run scripts/post-deploy.ps1 again.")
+}
+
+Write-Host "Subscribing functions of $appName to Event Grid"
+
+Write-Host "- reading the blobs_extension system key"
+$blobsKey = Get-SystemKey blobs_extension
+Write-Host "- storage topic $storageTopic -> on_dataset_uploaded (container $datasets)"
+az eventgrid system-topic event-subscription create `
+    --subscription $subscription `
+    --resource-group $appGroup `
+    --system-topic-name $storageTopic `
+    --name datasets-to-on-dataset-uploaded `
+    --endpoint-type webhook `
+    --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobsKey") `
+    --included-event-types Microsoft.Storage.BlobCreated `
+    --subject-begins-with "/blobServices/default/containers/$datasets/" `
+    --deadletter-endpoint $deadletterEndpoint `
+    --max-delivery-attempts 30 `
+    --event-ttl 1440 `
+    --output none
+if ($LASTEXITCODE -ne 0) { throw "creating the storage event subscription failed" }
+
+Write-Host "- reading the eventgrid_extension system key"
+$eventgridKey = Get-SystemKey eventgrid_extension
+Write-Host "- workspace topic $workspaceTopic -> on_job_event (pipeline jobs)"
+az eventgrid system-topic event-subscription create `
+    --subscription $subscription `
+    --resource-group $workspaceGroup `
+    --system-topic-name $workspaceTopic `
+    --name jobs-to-on-job-event `
+    --endpoint-type webhook `
+    --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgridKey") `
+    --included-event-types Microsoft.MachineLearningServices.RunCompleted Microsoft.MachineLearningServices.RunStatusChanged `
+    --advanced-filter data.runType StringIn azureml.PipelineRun `
+    --deadletter-endpoint $deadletterEndpoint `
+    --max-delivery-attempts 30 `
+    --event-ttl 1440 `
+    --output none
+if ($LASTEXITCODE -ne 0) { throw "creating the workspace event subscription failed" }
+
+Write-Host "Done: uploads to container '$datasets' start runs; Azure ML job events reach on_job_event."
+Write-Host "Undeliverable events land in container '$deadletter'."
