@@ -40,6 +40,8 @@ from shared.scoring import answer_text, scoring_request, smoke_test_conversation
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+DEPLOYMENT_LOG_LINES = 100
+DEPLOYMENT_LOG_CHARS = 4000  # the end of a failed deployment's log kept on the run
 T = TypeVar("T")
 
 # How a job status moves a run, from the states it may come from.
@@ -89,7 +91,10 @@ def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
         RunState.DEPLOYING: _smoke_test_and_shift,
     }
     while record.state in steps:
-        record = steps[record.state](ctx, record)
+        advanced = steps[record.state](ctx, record)
+        if advanced.state == record.state:  # waiting on the engine (a deployment still provisioning)
+            return advanced
+        record = advanced
     return record
 
 
@@ -107,7 +112,11 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     model_name = model_name_for(ctx, record)
     champion = _attempt(ctx, record, "review", lambda: engine.get_model(model_name, alias=CHAMPION))
     champion_loss = _float_tag(champion.tags.get("eval_loss")) if champion else None
-    policy = GatePolicy(ctx.settings.gate_min_improvement, ctx.settings.gate_champion_tolerance)
+    policy = GatePolicy(
+        ctx.settings.gate_min_improvement,
+        ctx.settings.gate_champion_tolerance,
+        require_base_eval=ctx.settings.gate_require_base_eval,
+    )
     gate = quality_gate(
         metrics,
         policy,
@@ -161,7 +170,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id = ctx.engine, record.run_id
-    endpoint_name = endpoint_name_for(record.model.name)
+    endpoint_name = endpoint_name_for(record.model.name, ctx.settings.endpoint_scope)
     deployment = deployment_name_for(run_id)
     endpoint = _attempt(
         ctx,
@@ -197,6 +206,18 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    deployment = _attempt(ctx, record, "deploy", lambda: engine.get_deployment(ref.name, ref.deployment))
+    if deployment is None or deployment.has_failed:
+        return _roll_back_failed_deployment(ctx, record, deployment.state if deployment else "gone")
+    if not deployment.is_ready:
+        logger.info(
+            "run %s: deployment %s is %s; the sweep checks it again",
+            run_id,
+            ref.deployment,
+            deployment.state,
+            extra={"run_id": run_id},
+        )
+        return record
     result = smoke_test(ctx, record)
     if not result.passed:
         logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
@@ -236,6 +257,30 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             ctx.now(),
             smoke_test=result,
             endpoint=ref.model_copy(update={"scoring_uri": endpoint.scoring_uri}),
+        ),
+    )
+
+
+def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str) -> RunRecord:
+    """A deployment that did not come up: keep the end of its logs on the run, delete it, leave traffic alone."""
+    engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    try:
+        logs = engine.deployment_logs(ref.name, ref.deployment, DEPLOYMENT_LOG_LINES)
+    except AutopilotError as exc:
+        logs = f"(its logs could not be read: {exc.message})"
+    logger.warning("run %s: deployment %s is %s; rolling back", run_id, ref.deployment, state, extra={"run_id": run_id})
+    _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
+    kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
+    message = f"deployment {ref.deployment} is {state}{kept}. Its log ends with:\n{logs[-DEPLOYMENT_LOG_CHARS:]}"
+    return record_transition(
+        ctx,
+        run_id,
+        advance_from(
+            RunState.DEPLOYING,
+            RunState.ROLLED_BACK,
+            f"deployment {ref.deployment} {state.lower()}{kept}",
+            ctx.now(),
+            error=RunError(code="deployment_failed", message=message),
         ),
     )
 
@@ -476,7 +521,7 @@ def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
             if record.endpoint is not None:
                 busy.add(record.endpoint.name)
             elif record.model is not None:
-                busy.add(endpoint_name_for(record.model.name))
+                busy.add(endpoint_name_for(record.model.name, ctx.settings.endpoint_scope))
     return busy
 
 

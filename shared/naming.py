@@ -21,11 +21,13 @@ def finetuned_model_name(base_model: str, suffix: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base + suffix).strip("-") or "model"
 
 
-def endpoint_name_for(model_name: str) -> str:
+def endpoint_name_for(model_name: str, scope: str = "") -> str:
+    """`ep-<model>`. Azure ML endpoint names are unique per region across all customers, so a non-empty `scope`
+    (the workspace's resource id) adds a short digest of it: the same model gets different names in two workspaces."""
     slug = re.sub(r"[^a-z0-9]+", "-", model_name.lower()).strip("-")
     name = f"ep-{slug}"
-    if len(name) > MAX_ENDPOINT_NAME:
-        digest = hashlib.sha256(model_name.encode()).hexdigest()[:6]
+    if scope or len(name) > MAX_ENDPOINT_NAME:
+        digest = hashlib.sha256(f"{scope}|{model_name}".encode() if scope else model_name.encode()).hexdigest()[:6]
         name = f"{name[: MAX_ENDPOINT_NAME - 7].rstrip('-')}-{digest}"
     return name
 

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def endpoint_scope(self) -> str:
+        """What endpoint names must be unique within beyond the model: the workspace (Azure ML names are
+        global per region); nothing for the local engine."""
+        return (self.workspace_topic or "") if self.engine == "azureml" else ""
+
+    @property
     def base_model(self) -> str:
         """The base model the configured engine fine-tunes."""
         return self.local_base_model if self.engine == "local" else self.base_model_id

@@ -42,6 +42,7 @@ class FakeEngine:
         self.fail_next_submits = 0
         self.fail_next_deployments = 0
         self.silent_deployments: set[str] = set()  # deployments that answer with an empty text
+        self.deployment_states: dict[str, str] = {}  # deployment name -> provisioning state (default Succeeded)
         self.invocations: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
 
@@ -153,12 +154,18 @@ class FakeEngine:
                 self.deployments[endpoint_name][deployment_name] = model
                 endpoint = self.endpoints[endpoint_name]
                 self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
-            return DeploymentInfo(
-                name=deployment_name,
-                endpoint_name=endpoint_name,
-                model=self.deployments[endpoint_name][deployment_name],
-                state="Succeeded",
-            )
+            return self.get_deployment(endpoint_name, deployment_name)
+
+    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+        with self._lock:
+            model = self.deployments.get(endpoint_name, {}).get(deployment_name)
+            if model is None:
+                return None
+            state = self.deployment_states.get(deployment_name, "Succeeded")
+            return DeploymentInfo(name=deployment_name, endpoint_name=endpoint_name, model=model, state=state)
+
+    def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str:
+        return f"fake log of {deployment_name} on {endpoint_name}: container exited with code 137 (out of memory)"
 
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo:
         with self._lock:

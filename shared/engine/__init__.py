@@ -29,7 +29,8 @@ def build_engine(settings: Settings, store: BlobStore | None = None) -> Engine:
             base_model=settings.local_base_model,
             webhook_url=settings.local_events_webhook,
         )
-    raise EngineNotConfigured(
-        f"AUTOPILOT_ENGINE={settings.engine}: this build has no '{settings.engine}' engine yet; "
-        "the dataset was validated and prepared, nothing was submitted"
-    )
+    if settings.engine == "azureml":
+        from shared.engine.azureml.engine import AzureMLConfig, AzureMLEngine
+
+        return AzureMLEngine.connect(AzureMLConfig.from_settings(settings))
+    raise EngineNotConfigured(f"AUTOPILOT_ENGINE={settings.engine}: no such engine (local or azureml)")

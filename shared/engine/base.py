@@ -4,6 +4,8 @@ Two adapters implement it: Azure ML (jobs of the `chat_completion_pipeline` comp
 registry, managed online endpoints) and the local engine (TRL/peft training, an MLflow registry, a
 loopback endpoint server). Operations are named after the nouns they act on. Every create is
 idempotent: called again with the same name, it returns what exists instead of making a second one.
+`create_deployment` may return before the deployment is ready (Azure ML provisions for ten minutes or more):
+callers follow it with `get_deployment` until it `is_ready` or `has_failed`.
 Adapters raise shared.errors.EngineError (transient) or a permanent subclass, never SDK errors.
 """
 
@@ -97,7 +99,15 @@ class DeploymentInfo:
     name: str
     endpoint_name: str
     model: ModelRef
-    state: str
+    state: str  # Azure ML's provisioning states: Creating, Updating, Succeeded, Failed, Canceled, Deleting
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state.lower() == "succeeded"
+
+    @property
+    def has_failed(self) -> bool:
+        return self.state.lower() in ("failed", "canceled")
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,8 @@ class Engine(Protocol):
     # endpoints and deployments
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo: ...
     def create_deployment(self, endpoint_name: str, deployment_name: str, model: ModelRef) -> DeploymentInfo: ...
+    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None: ...
+    def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str: ...
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo: ...
     def get_keys(self, endpoint_name: str) -> EndpointKeys: ...
     def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any: ...

@@ -486,7 +486,24 @@ class AzureMLEngine:
         return [self._endpoint_info(endpoint, with_activity=True) for endpoint in endpoints]
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:
-        """Begin the deletion; gone already is fine."""
+        """Begin the deletion; gone already is fine. Azure refuses to delete a deployment that has traffic, so one
+        serving all of it is first set to 0% (as the local engine does implicitly)."""
+        endpoint = self._get_or_none(
+            lambda: self._workspace.online_endpoints.get(endpoint_name), f"get endpoint {endpoint_name}"
+        )
+        if endpoint is None:
+            return
+        traffic = dict(endpoint.traffic or {})
+        if traffic.get(deployment_name, 0) > 0:
+            remaining = {name: weight for name, weight in traffic.items() if name != deployment_name}
+            if sum(remaining.values()) not in (0, 100):
+                raise EngineError(
+                    f"deployment {deployment_name} of {endpoint_name} serves {traffic[deployment_name]}% of the "
+                    "traffic: shift it to the other deployments before deleting it",
+                    code="invalid_traffic",
+                    transient=False,
+                )
+            self.set_traffic(endpoint_name, {**remaining, deployment_name: 0})
         self._get_or_none(
             lambda: self._workspace.online_deployments.begin_delete(deployment_name, endpoint_name),
             f"delete deployment {deployment_name} of {endpoint_name}",

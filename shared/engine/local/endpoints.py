@@ -44,6 +44,7 @@ from shared.engine.local.processes import (
     ProcessStartError,
     free_port,
     is_alive,
+    log_tail,
     start_process,
     stop_process,
     wait_http_ok,
@@ -256,6 +257,13 @@ class LocalEndpoints:
         config = self._read(folder) if folder else None
         spec = (config or {}).get("deployments", {}).get(deployment_name)
         return self._deployment_info(endpoint_name, deployment_name, spec) if spec else None
+
+    def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str:
+        """The end of the deployment server's log ("" when there is none)."""
+        folder = self._existing(endpoint_name)
+        if folder is None:
+            return ""
+        return log_tail(folder / "deployments" / deployment_name / "server.log", max_lines=lines)
 
     def list_deployments(self, endpoint_name: str) -> list[DeploymentInfo]:
         folder = self._existing(endpoint_name)

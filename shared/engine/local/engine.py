@@ -170,6 +170,12 @@ class LocalEngine:
         weights, tokenizer = self._registry.model_folders(model)
         return self._endpoints.create_deployment(endpoint_name, deployment_name, model, weights, tokenizer)
 
+    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+        return self._endpoints.get_deployment(endpoint_name, deployment_name)
+
+    def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str:
+        return self._endpoints.deployment_logs(endpoint_name, deployment_name, lines)
+
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo:
         return self._endpoints.set_traffic(endpoint_name, traffic)
 
