@@ -140,7 +140,7 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module function 'app/function.bicep' = {
+module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
   params: {
@@ -179,8 +179,8 @@ module function 'app/function.bicep' = {
 // Read by scripts/post-deploy.sh through `azd env get-values`.
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output AZURE_FUNCTION_APP_HOSTNAME string = function.outputs.defaultHostName
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_HOSTNAME string = functionApp.outputs.defaultHostName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output STORAGE_ACCOUNT_ID string = storage.outputs.id
 output STORAGE_TOPIC_NAME string = storage.outputs.topicName
