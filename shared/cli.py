@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--base-model", default=None, metavar="MODEL",
                      help="local engine: tiny, smollm2-135m-instruct or a model folder (default: LOCAL_BASE_MODEL)")
     run.add_argument("--json", action="store_true", help="print only the result as JSON")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --engine azureml: validate here and print the pipeline job the run would submit, "
+        "without network or credentials",
+    )
     run.set_defaults(run=_run)
 
     endpoints = commands.add_parser("endpoints", help="list, show the key of, or delete endpoints")
@@ -153,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.path.is_file():
         print(f"autopilot: cannot read {args.path}: not a file", file=sys.stderr)
         return EXIT_USAGE
+    if args.dry_run:
+        return _dry_run(settings, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         with app_context(settings) as context:
@@ -170,6 +178,33 @@ def _run(args: argparse.Namespace) -> int:
             if value is not None:
                 print(f"{key}: {value}")
     return EXIT_VALID if result.record.state.value == "deployed" else EXIT_INVALID
+
+
+def _dry_run(settings, args: argparse.Namespace) -> int:
+    from shared.errors import AutopilotError
+    from shared.runner import dry_run
+
+    if settings.engine != "azureml":
+        print("autopilot: --dry-run prints the Azure ML pipeline job: use it with --engine azureml", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = dry_run(settings, args.path)
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        import yaml
+
+        validation = result["validation"]
+        print(f"dataset: {'valid' if validation['valid'] else 'INVALID'}, {validation['rows']} rows")
+        if result["pipeline_job"] is not None:
+            print(f"run {result['run_id']}: {result['display_name']}")
+            for assumption in result["assumptions"]:
+                print(f"  assumed offline: {assumption}")
+            print(yaml.safe_dump(result["pipeline_job"], sort_keys=False), end="")
+    return EXIT_VALID if result["pipeline_job"] is not None else EXIT_INVALID
 
 
 def _endpoints(args: argparse.Namespace) -> int:

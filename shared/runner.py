@@ -11,21 +11,25 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import SecretStr
 
 from shared.azurite import start_azurite
+from shared.chatdata import validate_chunks
 from shared.context import AppContext, install_context
 from shared.engine.base import JobInfo, JobStatus
 from shared.errors import AutopilotError
+from shared.finetune import parameters_for
 from shared.lifecycle import complete_run, record_job_status
-from shared.runs import RunRecord, RunState
-from shared.services import IntakeStatus, intake_dataset
+from shared.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
+from shared.services import IntakeStatus, intake_dataset, job_spec_for, validation_options
 from shared.settings import Settings
 
 POLL_S = 1.0
+READ_BYTES = 4 << 20
 CLI_UPLOAD_PREFIX = "cli/"
 
 
@@ -90,6 +94,46 @@ def run_file(ctx: AppContext, path: Path, progress: TextIO = sys.stderr) -> RunR
         record = complete_run(ctx, record.run_id)
     say.line(f"run {record.run_id}: {record.state}" + (f" ({record.error.message})" if record.error else ""))
     return RunResult(record, record.state.value)
+
+
+def dry_run(settings: Settings, path: Path) -> dict[str, Any]:
+    """`autopilot run --dry-run`: validate the file here, then build the Azure ML pipeline job its run would submit,
+    without storage, network or credentials. Invalid data gets its report and no job."""
+    from shared.engine.azureml.dry_run import offline_pipeline_job  # azure.ai.ml: imported only for a dry run
+    from shared.engine.azureml.engine import AzureMLConfig
+
+    parameters = parameters_for(settings.engine, settings.base_model, settings.finetune_overrides)
+    options = validation_options(settings, parameters=parameters)
+    with open(path, "rb") as data:
+        report = validate_chunks(iter(lambda: data.read(READ_BYTES), b""), options)
+    summary = {"valid": report.valid, "rows": report.rows, "sha256": report.sha256, "split": report.split.model_dump()}
+    if not report.valid:
+        return {"dry_run": True, "validation": {**summary, "error_counts": report.error_counts}, "pipeline_job": None}
+    run_id = run_id_for(report.sha256, parameters, settings.base_model)
+    dataset = DatasetRef(
+        container=settings.datasets_container,
+        blob=f"{CLI_UPLOAD_PREFIX}{path.name}",
+        sha256=report.sha256,
+        size_bytes=path.stat().st_size,
+    )
+    record = new_run(
+        run_id=run_id,
+        dataset=dataset,
+        parameters=parameters,
+        base_model=settings.base_model,
+        engine="azureml",
+        now=datetime.now(UTC),
+    )
+    config = AzureMLConfig.from_settings(settings, require_workspace=False)
+    built = offline_pipeline_job(config, job_spec_for(settings, record))
+    return {
+        "dry_run": True,
+        "run_id": run_id,
+        "validation": summary,
+        "display_name": built.display_name,
+        "assumptions": built.assumptions,
+        "pipeline_job": built.request_body,
+    }
 
 
 def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:

@@ -276,16 +276,22 @@ def _write_outputs(ctx: AppContext, record: RunRecord, report: ValidationReport,
     )
 
 
-def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
+def job_spec_for(settings: Settings, record: RunRecord) -> JobSpec:
+    """The job a run submits: its parameters, and the prepared splits beside its dataset."""
     run_id = record.run_id
-    container, prefix = record.dataset.container, f"{ctx.settings.prepared_prefix}{run_id}/"
-    spec = JobSpec(
+    container, prefix = record.dataset.container, f"{settings.prepared_prefix}{run_id}/"
+    return JobSpec(
         run_id=run_id,
         base_model=record.base_model,
         parameters=record.parameters,
         data=TrainingData(container=container, train_blob=f"{prefix}train.jsonl", test_blob=f"{prefix}test.jsonl"),
         tags={RUN_TAG: run_id, "dataset_sha256": record.dataset.sha256},
     )
+
+
+def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
+    run_id = record.run_id
+    spec = job_spec_for(ctx.settings, record)
     try:
         job = ctx.engine.submit_job(spec)
     except AutopilotError as exc:

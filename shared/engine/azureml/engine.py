@@ -105,7 +105,8 @@ class AzureMLConfig:
     client_id: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AzureMLConfig:
+    def from_settings(cls, settings: Settings, *, require_workspace: bool = True) -> AzureMLConfig:
+        """The adapter's settings; without `require_workspace` (a dry run) the workspace may be left unset."""
         missing = [
             alias
             for alias, value in (
@@ -115,12 +116,12 @@ class AzureMLConfig:
             )
             if not value
         ]
-        if missing:
+        if missing and require_workspace:
             raise EngineNotConfigured(f"AUTOPILOT_ENGINE=azureml needs {', '.join(missing)}")
         return cls(
-            subscription_id=settings.azure_subscription_id,
-            resource_group=settings.azure_resource_group,
-            workspace_name=settings.azureml_workspace_name,
+            subscription_id=settings.azure_subscription_id or "",
+            resource_group=settings.azure_resource_group or "",
+            workspace_name=settings.azureml_workspace_name or "",
             registry_name=settings.azureml_registry_name,
             pipeline_version=settings.azureml_pipeline_version,
             base_model_id=settings.base_model_id,
@@ -213,18 +214,13 @@ class AzureMLEngine:
     def pipeline_job_spec(self, spec: JobSpec) -> PipelineJobSpec:
         """The job this run submits: the base model's defaults and the compute resolved against the service."""
         model = self.foundation_model()
-        compute = self.finetune_compute(model)
-        return pipeline_job_spec(
-            job_name=spec.run_id,
-            experiment_name=self.config.experiment_name,
+        return run_pipeline_spec(
+            self.config,
+            spec,
             model_name=model.name,
             model_id=model.id,
-            parameters=spec.parameters,
             model_defaults=model.finetune_defaults,
-            compute=compute,
-            train_uri=self.config.data_uri(spec.data.container, spec.data.train_blob),
-            test_uri=self.config.data_uri(spec.data.container, spec.data.test_blob),
-            tags={**spec.tags, RUN_TAG: spec.run_id},
+            compute=self.finetune_compute(model),
         )
 
     def foundation_model(self) -> FoundationModel:
@@ -538,6 +534,30 @@ class AzureMLEngine:
             if error.code == "azureml_not_found":
                 return None
             raise error from exc
+
+
+def run_pipeline_spec(
+    config: AzureMLConfig,
+    spec: JobSpec,
+    *,
+    model_name: str,
+    model_id: str,
+    model_defaults: Mapping[str, Any],
+    compute: FinetuneCompute,
+) -> PipelineJobSpec:
+    """A run's pipeline job, once its base model and compute are known (from the service, or assumed offline)."""
+    return pipeline_job_spec(
+        job_name=spec.run_id,
+        experiment_name=config.experiment_name,
+        model_name=model_name,
+        model_id=model_id,
+        parameters=spec.parameters,
+        model_defaults=model_defaults,
+        compute=compute,
+        train_uri=config.data_uri(spec.data.container, spec.data.train_blob),
+        test_uri=config.data_uri(spec.data.container, spec.data.test_blob),
+        tags={**spec.tags, RUN_TAG: spec.run_id},
+    )
 
 
 def model_version_for(job_name: str) -> str:
