@@ -85,6 +85,7 @@ class FakeAzureML:
         self.calls: list[tuple[str, str]] = []
         self.lock = threading.RLock()
         self.clock = itertools.count(1)
+        self.started = datetime.now(UTC) - timedelta(hours=3)
         self.workspace = SimpleNamespace(
             workspace_name=WORKSPACE,
             jobs=FakeJobs(self),
@@ -112,7 +113,8 @@ class FakeAzureML:
         return sum(1 for op, _ in self.calls if op == operation)
 
     def now(self) -> datetime:
-        return datetime(2026, 11, 24, tzinfo=UTC) + timedelta(seconds=next(self.clock))
+        """Creation times: three hours ago, a second apart (old enough to be past any grace period)."""
+        return self.started + timedelta(seconds=next(self.clock))
 
     def close(self) -> None:
         self.scoring.close()
