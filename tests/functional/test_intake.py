@@ -188,7 +188,7 @@ def test_transient_engine_error_is_raised_recorded_and_retried(
 def test_without_an_engine_the_run_fails_clearly_and_nothing_pretends_to_train(
     ctx: AppContext, settings: Settings
 ):
-    # given the real engine choice for an engine this build does not have
+    # given the Azure ML engine chosen without a workspace to run in
     ctx.engine_factory = AppContext.from_settings(settings.model_copy(update={"engine": "azureml"})).engine_factory
     client = upload(settings, "train.jsonl", VALID)
 

@@ -66,3 +66,100 @@ def test_arbitrary_bytes_on_stdin_give_a_verdict_not_a_traceback(tmp_path: Path)
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
     assert json.loads(result.stdout)["valid"] is False
+
+
+# -- autopilot run --engine azureml --dry-run ---------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch):
+    """No network and no credentials: any connection attempt or credential fails the test."""
+    import socket
+
+    import azure.identity
+
+    from shared.settings import get_settings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run must not touch the network or credentials")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", refuse)
+    for name in ("AUTOPILOT_ENGINE", "AZURE_SUBSCRIPTION_ID", "FINETUNE_OVERRIDES", "BASE_MODEL_ID", "AZUREML_COMPUTE"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def dry_run_inputs(out: str) -> tuple[dict, dict[str, str]]:
+    result = json.loads(out)
+    (node,) = result["pipeline_job"]["properties"]["jobs"].values()
+    literals = {k: v["value"] for k, v in node["inputs"].items() if v["job_input_type"] == "literal"}
+    return result, literals
+
+
+def test_a_dry_run_prints_the_pipeline_job_with_the_notebooks_inputs(offline, capsys: pytest.CaptureFixture[str]):
+    # when the bundled sample is dry-run against Azure ML
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    # then the job is printed, named after the run, with the notebook's parameters as lowercase string literals
+    result, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0
+    assert result["validation"] == {
+        "valid": True,
+        "rows": 240,
+        "sha256": result["validation"]["sha256"],
+        "split": {"train": 214, "test": 26},
+    }
+    assert result["pipeline_job"]["name"] == result["run_id"]
+    assert {k: inputs[k] for k in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                                   "learning_rate", "lr_scheduler_type", "apply_lora", "apply_deepspeed",
+                                   "deepspeed_stage")} == {
+        "num_train_epochs": "3",
+        "per_device_train_batch_size": "1",
+        "per_device_eval_batch_size": "1",
+        "learning_rate": "5e-06",
+        "lr_scheduler_type": "cosine",
+        "apply_lora": "true",
+        "apply_deepspeed": "true",
+        "deepspeed_stage": "2",
+    }
+    assert inputs["compute_finetune"] == "serverless" and inputs["number_of_gpu_to_use_finetuning"] == "1"
+    assert result["display_name"] == "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen2048"
+    assert any("model_specific_defaults" in a for a in result["assumptions"])
+
+
+def test_a_dry_run_applies_finetune_overrides_and_the_compute_setting(offline, capsys: pytest.CaptureFixture[str]):
+    offline.setenv("FINETUNE_OVERRIDES", '{"num_train_epochs": 1, "apply_deepspeed": false}')
+    offline.setenv("AZUREML_COMPUTE", "gpu-cluster-big")
+
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    _, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0
+    assert inputs["num_train_epochs"] == "1" and inputs["apply_deepspeed"] == "false"
+    assert inputs["compute_preprocess"] == "gpu-cluster-big" and "instance_type_finetune" not in inputs
+
+
+def test_a_dry_run_of_an_invalid_file_exits_1_without_a_job(offline, capsys: pytest.CaptureFixture[str]):
+    code = main(["run", str(SAMPLES / "ultrachat_broken.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert result["pipeline_job"] is None and result["validation"]["error_counts"]["invalid_json"] == 1
+
+
+def test_a_dry_run_is_for_the_azureml_engine_only(offline, capsys: pytest.CaptureFixture[str]):
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "local", "--dry-run"])
+
+    assert code == 2
+    assert "--engine azureml" in capsys.readouterr().err
+
+
+def test_a_dry_run_without_json_prints_the_job_as_yaml(offline, capsys: pytest.CaptureFixture[str]):
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "assumed offline:" in out and "componentId: azureml://registries/azureml/components/" in out

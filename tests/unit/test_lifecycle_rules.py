@@ -44,6 +44,23 @@ def test_gate_reasons_name_the_numbers():
     ]
 
 
+def test_without_a_base_eval_the_gate_can_rely_on_the_champion_alone():
+    # given a policy for an engine that does not evaluate the base model (Azure ML's pipeline)
+    policy = GatePolicy(min_improvement=0.02, champion_tolerance=0.05, require_base_eval=False)
+
+    # when a run reports no base loss
+    first = quality_gate(RunMetrics(eval_loss=0.9), policy)
+    worse = quality_gate(RunMetrics(eval_loss=0.9), policy, champion="m:3", champion_eval_loss=0.8)
+
+    # then the base comparison is skipped, said so, and the champion check still applies
+    assert first.passed is True
+    assert first.reasons == [
+        "no base-model eval loss reported: improvement over the base not checked",
+        "no champion yet",
+    ]
+    assert worse.passed is False
+
+
 @pytest.mark.parametrize(
     ("base_model", "expected"),
     [
@@ -63,6 +80,17 @@ def test_endpoint_names_follow_azure_rules_and_are_stable():
     for name in (long_name, endpoint_name_for("tiny-ft-chat"), deployment_name_for("ft-0123456789ab")):
         assert 3 <= len(name) <= 32 and name[0].isalpha() and set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
     assert endpoint_name_for("tiny-ft-chat") == "ep-tiny-ft-chat"
+
+
+def test_endpoint_names_in_a_workspace_carry_its_digest():
+    # Azure ML endpoint names are unique per region across customers: two workspaces get two names
+    one = endpoint_name_for("Phi-3-mini-4k-instruct-ft-chat", "/subscriptions/a/resourceGroups/r/workspaces/w1")
+    other = endpoint_name_for("Phi-3-mini-4k-instruct-ft-chat", "/subscriptions/a/resourceGroups/r/workspaces/w2")
+
+    assert one != other and one[:-7] == other[:-7] == "ep-phi-3-mini-4k-instruct"
+    assert len(one) <= 32 and one == endpoint_name_for(
+        "Phi-3-mini-4k-instruct-ft-chat", "/subscriptions/a/resourceGroups/r/workspaces/w1"
+    )
     assert deployment_name_for("ft-0123456789ab") == "d-0123456789ab"
 
 
