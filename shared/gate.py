@@ -30,7 +30,10 @@ def quality_gate(
     if metrics.base_eval_loss is None:
         if policy.require_base_eval:
             passed = False
-            reasons.append("the job reported no base-model eval loss to compare with")
+            reasons.append(
+                "the job reported no base-model eval loss to compare with (an engine that does not evaluate the "
+                "base model, like Azure ML's pipeline, needs GATE_REQUIRE_BASE_EVAL=false)"
+            )
         else:
             reasons.append("no base-model eval loss reported: improvement over the base not checked")
     else:

@@ -412,9 +412,12 @@ class FakeMetrics:
 
     def __init__(self, service: FakeAzureML) -> None:
         self.service = service
+        self.unavailable = False
 
     def query_resources(self, *, resource_ids: list[str], metric_names: list[str], **_: Any) -> list[Any]:
         self.service.record("metrics.query_resources", ",".join(resource_ids))
+        if self.unavailable:
+            raise _http_error(503, "Azure Monitor is unavailable")
         assert metric_names == ["RequestsPerMinute"]
         results = []
         for resource_id in resource_ids:

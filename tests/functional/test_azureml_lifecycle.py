@@ -233,6 +233,19 @@ def test_the_sweep_tears_down_idle_managed_endpoints_only(ctx: AppContext, servi
     assert ctx.ledger.get(busy.run_id).state == RunState.DEPLOYED
 
 
+def test_an_endpoint_whose_activity_cannot_be_read_is_kept(ctx: AppContext, service, engine: AzureMLEngine):
+    # given an idle managed endpoint, and Azure Monitor down
+    engine.create_or_update_endpoint("ep-idle-managed", {MANAGED_TAG: "true"})
+    service.metrics.unavailable = True
+
+    # when the sweep runs
+    sweep()
+
+    # then nothing is deleted on missing information
+    assert "ep-idle-managed" in service.workspace.online_endpoints.endpoints
+    assert service.count("online_endpoints.begin_delete") == 0
+
+
 def test_an_idle_deployed_endpoint_is_torn_down_and_its_run_keeps_what_restore_needs(ctx: AppContext, service):
     run = deployed_run(ctx, service, "train.jsonl", VALID)
     service.scoring.requests.clear()  # Azure Monitor has no request in the window

@@ -520,8 +520,12 @@ class AzureMLEngine:
             traffic=dict(endpoint.traffic or {}),
         )
         if with_activity and info.is_managed and self._metrics is not None and endpoint.id:
-            with translated(f"read the request metrics of endpoint {endpoint.name}"):
-                activity = endpoint_activity(self._metrics, endpoint.id, self.config.idle_window)
+            try:
+                with translated(f"read the request metrics of endpoint {endpoint.name}"):
+                    activity = endpoint_activity(self._metrics, endpoint.id, self.config.idle_window)
+            except EngineError as exc:  # unknown activity is never taken for idleness
+                logger.warning("endpoint %s: %s; counted as in use", endpoint.name, exc.message)
+                activity = EndpointActivity(requests=0, last_request_at=self._now())
         return replace(info, request_count=activity.requests, last_request_at=activity.last_request_at)
 
     @staticmethod
