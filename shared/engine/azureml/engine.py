@@ -20,6 +20,8 @@ from typing import Any
 
 from shared.engine.azureml.foundation import (
     BaseModelRef,
+    BaseModelUnavailable,
+    ComputeNotUsable,
     FoundationModel,
     check_cluster_state,
     check_compute_size,
@@ -233,8 +235,6 @@ class AzureMLEngine:
         action = f"get base model {ref.asset_id} (BASE_MODEL_ID)"
         model = self._get_or_none(lambda: registry.models.get(ref.name, version=ref.version, label=ref.label), action)
         if model is None:
-            from shared.engine.azureml.foundation import BaseModelUnavailable
-
             raise BaseModelUnavailable(
                 f"BASE_MODEL_ID: {ref.asset_id} is not in registry {ref.registry} (archived models, such as "
                 "Phi-3-mini-4k-instruct since 2025-08-30, are no longer listed): set BASE_MODEL_ID to a model the "
@@ -251,8 +251,6 @@ class AzureMLEngine:
         else:
             cluster = self._get_or_none(lambda: self._workspace.compute.get(config.compute), "get compute")
             if cluster is None:
-                from shared.engine.azureml.foundation import ComputeNotUsable
-
                 raise ComputeNotUsable(f"compute {config.compute} (AZUREML_COMPUTE) does not exist in the workspace")
             check_cluster_state(config.compute, getattr(cluster, "provisioning_state", None))
             size, name = cluster.size, config.compute
