@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -180,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_VALID if result.record.state.value == "deployed" else EXIT_INVALID
 
 
-def _dry_run(settings, args: argparse.Namespace) -> int:
+def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 with a job, 1 for an invalid dataset, 2 for bad usage or settings (e.g. BASE_MODEL_ID)."""
     from shared.errors import AutopilotError
     from shared.runner import dry_run
 
@@ -191,20 +195,19 @@ def _dry_run(settings, args: argparse.Namespace) -> int:
         result = dry_run(settings, args.path)
     except AutopilotError as exc:
         print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_USAGE
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
         import yaml
 
-        validation = result["validation"]
-        print(f"dataset: {'valid' if validation['valid'] else 'INVALID'}, {validation['rows']} rows")
-        if result["pipeline_job"] is not None:
-            print(f"run {result['run_id']}: {result['display_name']}")
-            for assumption in result["assumptions"]:
+        print(result.report.summary())
+        if result.job is not None:
+            print(f"run {result.job.job_name}: {result.job.display_name}")
+            for assumption in result.job.assumptions:
                 print(f"  assumed offline: {assumption}")
-            print(yaml.safe_dump(result["pipeline_job"], sort_keys=False), end="")
-    return EXIT_VALID if result["pipeline_job"] is not None else EXIT_INVALID
+            print(yaml.safe_dump(result.job.request_body, sort_keys=False), end="")
+    return EXIT_VALID if result.job is not None else EXIT_INVALID
 
 
 def _endpoints(args: argparse.Namespace) -> int:

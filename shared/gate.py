@@ -31,8 +31,8 @@ def quality_gate(
         if policy.require_base_eval:
             passed = False
             reasons.append(
-                "the job reported no base-model eval loss to compare with (an engine that does not evaluate the "
-                "base model, like Azure ML's pipeline, needs GATE_REQUIRE_BASE_EVAL=false)"
+                "the job reported no base-model eval loss to compare with (GATE_REQUIRE_BASE_EVAL=false gates on "
+                "the champion alone)"
             )
         else:
             reasons.append("no base-model eval loss reported: improvement over the base not checked")

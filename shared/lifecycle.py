@@ -24,6 +24,7 @@ from shared.events import JobEvent, ignore_reason
 from shared.gate import GatePolicy, quality_gate
 from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
 from shared.notifications import record_transition
+from shared.redaction import redact_secrets
 from shared.runs import (
     EndpointRef,
     ModelVersion,
@@ -115,7 +116,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     policy = GatePolicy(
         ctx.settings.gate_min_improvement,
         ctx.settings.gate_champion_tolerance,
-        require_base_eval=ctx.settings.gate_require_base_eval,
+        require_base_eval=ctx.settings.gate_requires_base_eval,
     )
     gate = quality_gate(
         metrics,
@@ -271,7 +272,8 @@ def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str)
     logger.warning("run %s: deployment %s is %s; rolling back", run_id, ref.deployment, state, extra={"run_id": run_id})
     _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
     kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
-    message = f"deployment {ref.deployment} is {state}{kept}. Its log ends with:\n{logs[-DEPLOYMENT_LOG_CHARS:]}"
+    tail = redact_secrets(logs[-DEPLOYMENT_LOG_CHARS:])
+    message = f"deployment {ref.deployment} is {state}{kept}. Its log ends with:\n{tail}"
     return record_transition(
         ctx,
         run_id,

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import SecretStr
 
 from shared.azurite import start_azurite
-from shared.chatdata import validate_chunks
+from shared.chatdata import ValidationReport, validate_chunks
 from shared.context import AppContext, install_context
 from shared.engine.base import JobInfo, JobStatus
 from shared.errors import AutopilotError
@@ -27,6 +27,9 @@ from shared.lifecycle import complete_run, record_job_status
 from shared.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
 from shared.services import IntakeStatus, intake_dataset, job_spec_for, validation_options
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.engine.azureml.dry_run import DryRun
 
 POLL_S = 1.0
 READ_BYTES = 4 << 20
@@ -96,7 +99,35 @@ def run_file(ctx: AppContext, path: Path, progress: TextIO = sys.stderr) -> RunR
     return RunResult(record, record.state.value)
 
 
-def dry_run(settings: Settings, path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DryRunResult:
+    """What `autopilot run --dry-run` found: the validation, and the job the run would submit (None if invalid)."""
+
+    report: ValidationReport
+    job: DryRun | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        report = self.report
+        validation: dict[str, Any] = {
+            "valid": report.valid,
+            "rows": report.rows,
+            "sha256": report.sha256,
+            "split": report.split.model_dump(),
+        }
+        if not report.valid:
+            validation["error_counts"] = report.error_counts
+        job = self.job
+        return {
+            "dry_run": True,
+            "run_id": job.job_name if job else None,
+            "validation": validation,
+            "display_name": job.display_name if job else None,
+            "assumptions": job.assumptions if job else [],
+            "pipeline_job": job.request_body if job else None,
+        }
+
+
+def dry_run(settings: Settings, path: Path) -> DryRunResult:
     """`autopilot run --dry-run`: validate the file here, then build the Azure ML pipeline job its run would submit,
     without storage, network or credentials. Invalid data gets its report and no job."""
     from shared.engine.azureml.dry_run import offline_pipeline_job  # azure.ai.ml: imported only for a dry run
@@ -106,10 +137,8 @@ def dry_run(settings: Settings, path: Path) -> dict[str, Any]:
     options = validation_options(settings, parameters=parameters)
     with open(path, "rb") as data:
         report = validate_chunks(iter(lambda: data.read(READ_BYTES), b""), options)
-    summary = {"valid": report.valid, "rows": report.rows, "sha256": report.sha256, "split": report.split.model_dump()}
     if not report.valid:
-        return {"dry_run": True, "validation": {**summary, "error_counts": report.error_counts}, "pipeline_job": None}
-    run_id = run_id_for(report.sha256, parameters, settings.base_model)
+        return DryRunResult(report)
     dataset = DatasetRef(
         container=settings.datasets_container,
         blob=f"{CLI_UPLOAD_PREFIX}{path.name}",
@@ -117,7 +146,7 @@ def dry_run(settings: Settings, path: Path) -> dict[str, Any]:
         size_bytes=path.stat().st_size,
     )
     record = new_run(
-        run_id=run_id,
+        run_id=run_id_for(report.sha256, parameters, settings.base_model),
         dataset=dataset,
         parameters=parameters,
         base_model=settings.base_model,
@@ -125,15 +154,7 @@ def dry_run(settings: Settings, path: Path) -> dict[str, Any]:
         now=datetime.now(UTC),
     )
     config = AzureMLConfig.from_settings(settings, require_workspace=False)
-    built = offline_pipeline_job(config, job_spec_for(settings, record))
-    return {
-        "dry_run": True,
-        "run_id": run_id,
-        "validation": summary,
-        "display_name": built.display_name,
-        "assumptions": built.assumptions,
-        "pipeline_job": built.request_body,
-    }
+    return DryRunResult(report, offline_pipeline_job(config, job_spec_for(settings, record)))
 
 
 def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:

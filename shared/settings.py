@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
 
-    gate_require_base_eval: bool = Field(True, alias="GATE_REQUIRE_BASE_EVAL")
+    # Unset: required for the local engine, which evaluates the base model; not for azureml, whose pipeline does not.
+    gate_require_base_eval: bool | None = Field(None, alias="GATE_REQUIRE_BASE_EVAL")
 
     # Azure ML engine
     azure_subscription_id: str | None = Field(None, alias="AZURE_SUBSCRIPTION_ID")
@@ -119,6 +120,12 @@ class Settings(BaseSettings):
                 f"/providers/Microsoft.MachineLearningServices/workspaces/{self.azureml_workspace_name}"
             )
         return None
+
+    @property
+    def gate_requires_base_eval(self) -> bool:
+        if self.gate_require_base_eval is not None:
+            return self.gate_require_base_eval
+        return self.engine == "local"
 
     @property
     def endpoint_scope(self) -> str:

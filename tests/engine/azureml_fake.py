@@ -5,7 +5,9 @@ Azure cannot be reached from here, so this stands at that boundary: the MLClient
 metrics query, the MLflow tracking REST API and the credential. It keeps the real SDK entities it is given, raises the
 real azure.core exceptions, records every call in `calls`, and behaves as the service does where the adapter depends
 on it: a duplicate job name is rejected, a deployment provisions before it succeeds (or fails), traffic may only name
-existing deployments and sum to 0 or 100, a deployment with traffic cannot be deleted. Scoring is real HTTP: each
+existing deployments and sum to 0 or 100 and keeps no 0% entries (the SDK strips them before it sends), a deployment
+with traffic cannot be deleted, an endpoint's creation time is in its properties, and a model label that names no
+version raises the SDK's ValidationException rather than a 404. Scoring is real HTTP: each
 endpoint's scoring URI is a loopback server that checks the key and honours `azureml-model-deployment`.
 """
 
@@ -22,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
+from azure.ai.ml.exceptions import ErrorTarget, ValidationErrorType, ValidationException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.engine.azureml.pipeline import job_request_body, load_offline_component
@@ -40,6 +43,7 @@ PHI3_DEFAULTS = (
     "'learning_rate': 5e-06, 'lr_scheduler_type': 'cosine', 'num_train_epochs': 1, "
     "'per_device_train_batch_size': 1, 'save_total_limit': 1}"
 )
+INFERENCE_SIZES = ["Standard_NC6s_v3", "Standard_NC24ads_A100_v4"]
 FINETUNE_SIZES = ["Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4", "Standard_ND96asr_v4"]
 VM_SIZES = {
     "Standard_NC24ads_A100_v4": 1,
@@ -70,6 +74,16 @@ class Poller:
 
 def not_found(what: str) -> ResourceNotFoundError:
     return ResourceNotFoundError(message=f"{what} was not found")
+
+
+def no_version(what: str) -> ValidationException:
+    """What azure-ai-ml raises (not a 404) when a label names no active version."""
+    return ValidationException(
+        message=f"{what}: no active version",
+        no_personal_data_message="no active version",
+        error_type=ValidationErrorType.RESOURCE_NOT_FOUND,
+        target=ErrorTarget.MODEL,
+    )
 
 
 def _http_error(status: int, message: str) -> HttpResponseError:
@@ -210,7 +224,7 @@ class FakeModels:
             else:
                 found = max(versions, key=lambda m: m.creation_context.created_at) if versions else None
             if found is None:
-                raise not_found(f"model {name}:{version or label}")
+                raise not_found(f"model {name}:{version}") if version is not None else no_version(f"model {name}")
             return copy.deepcopy(found)
 
     def list(self, name: str | None = None, **_: Any) -> list[Any]:
@@ -255,7 +269,7 @@ class FakeEndpoints:
         self.service.record("online_endpoints.begin_create_or_update", endpoint.name)
         with self.service.lock:
             deployments = self.service.workspace.online_deployments.of(endpoint.name)
-            traffic = dict(endpoint.traffic or {})
+            traffic = {name.lower(): weight for name, weight in (endpoint.traffic or {}).items() if weight}
             unknown = set(traffic) - set(deployments)
             if unknown or sum(traffic.values()) not in (0, 100):
                 raise _http_error(400, f"invalid traffic {traffic} for deployments {sorted(deployments)}")
@@ -265,10 +279,9 @@ class FakeEndpoints:
             stored._provisioning_state = "Succeeded"
             stored._scoring_uri = f"{self.service.scoring.url}/{endpoint.name}/score"
             stored._id = f"{WORKSPACE_ID}/onlineEndpoints/{endpoint.name}"
-            stored.traffic = {name: traffic.get(name, 0) for name in deployments}
-            stored._creation_context = (
-                previous.creation_context if previous else SimpleNamespace(created_at=self.service.now())
-            )
+            stored.traffic = traffic
+            created = previous.properties["createdAt"] if previous else self.service.now().isoformat()
+            stored.properties = {**(stored.properties or {}), "createdAt": created}
             self.endpoints[endpoint.name] = stored
             self.keys.setdefault(
                 endpoint.name, SimpleNamespace(primary_key=f"pk-{endpoint.name}", secondary_key=f"sk-{endpoint.name}")
@@ -310,8 +323,12 @@ class FakeDeployments:
             stored = copy.deepcopy(deployment)
             stored._provisioning_state = "Creating"
             self.deployments[deployment.endpoint_name][deployment.name] = stored
-            endpoint.traffic = {**endpoint.traffic, deployment.name: 0}
             return Poller(copy.deepcopy(stored))
+
+    def list(self, endpoint_name: str, **_: Any) -> list[Any]:
+        self.service.record("online_deployments.list", endpoint_name)
+        with self.service.lock:
+            return [copy.deepcopy(d) for d in self.of(endpoint_name).values()]
 
     def get(self, name: str, endpoint_name: str) -> Any:
         self.service.record("online_deployments.get", name)
@@ -385,13 +402,17 @@ class FakeRegistryModels:
 
     def get(self, name: str, version: str | None = None, label: str | None = None) -> SimpleNamespace:
         self.service.record("registry.models.get", f"{name}:{version or label}")
-        if not self.present or name != "Phi-3-mini-4k-instruct":
-            raise not_found(f"model {name}")
+        if not self.present or name != "Phi-3-mini-4k-instruct" or version not in (None, "15"):
+            raise not_found(f"model {name}:{version}") if version is not None else no_version(f"model {name}")
         return SimpleNamespace(
             id=f"azureml://registries/azureml/models/{name}/versions/15",
             name=name,
             version="15",
-            tags={"model_specific_defaults": PHI3_DEFAULTS, "task": "chat-completion"},
+            tags={
+                "model_specific_defaults": PHI3_DEFAULTS,
+                "task": "chat-completion",
+                "inference_compute_allow_list": str(INFERENCE_SIZES),
+            },
             _system_metadata={"finetune_compute_allow_list": FINETUNE_SIZES},
             properties={},
             stage="Archived" if self.archived else "Active",

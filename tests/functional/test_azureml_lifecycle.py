@@ -20,7 +20,8 @@ from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
 from shared.engine.azureml.engine import AzureMLEngine
-from shared.engine.base import MANAGED_TAG
+from shared.engine.base import MANAGED_TAG, JobStatus
+from shared.errors import EngineError
 from shared.lifecycle import cancel_run
 from shared.runs import RunRecord, RunState
 from shared.settings import Settings
@@ -44,7 +45,6 @@ def settings(settings: Settings) -> Settings:
             "azure_subscription_id": SUBSCRIPTION,
             "azure_resource_group": RESOURCE_GROUP,
             "azureml_workspace_name": WORKSPACE,
-            "gate_require_base_eval": False,  # the pipeline does not evaluate the base model
             "reconcile_after_minutes": 0,  # each sweep looks at a provisioning deployment again
         }
     )
@@ -134,7 +134,7 @@ def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_prov
     assert deployment.instance_type == "Standard_NC6s_v3" and deployment.instance_count == 1
     assert deployment.liveness_probe.initial_delay == 600
     assert deployment.request_settings.request_timeout_ms == 90000
-    assert service.workspace.online_endpoints.endpoints[run.endpoint.name].traffic == {run.endpoint.deployment: 0}
+    assert service.workspace.online_endpoints.endpoints[run.endpoint.name].traffic == {}  # 0% is not stored
     assert service.workspace.online_endpoints.endpoints[run.endpoint.name].auth_mode == "key"
     assert service.scoring.requests == {}, "no smoke test before the deployment is ready"
 
@@ -246,6 +246,25 @@ def test_an_endpoint_whose_activity_cannot_be_read_is_kept(ctx: AppContext, serv
     assert service.count("online_endpoints.begin_delete") == 0
 
 
+def test_an_endpoint_still_being_deleted_is_busy_not_reused(service, engine: AzureMLEngine):
+    # given an endpoint the idle sweep began to delete a moment ago
+    engine.create_or_update_endpoint("ep-going", {MANAGED_TAG: "true"})
+    service.workspace.online_endpoints.endpoints["ep-going"]._provisioning_state = "Deleting"
+
+    # when a restore or a new deployment asks for it, the answer is a transient error, retried later
+    with pytest.raises(EngineError) as raised:
+        engine.create_or_update_endpoint("ep-going", {MANAGED_TAG: "true"})
+    assert raised.value.code == "endpoint_busy" and raised.value.transient is True
+
+
+def test_a_job_that_missed_heartbeats_is_still_running(ctx: AppContext, service, engine: AzureMLEngine):
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+    (record,) = ctx.ledger.list()
+    service.job_script = ("NotResponding",)
+
+    assert engine.get_job(record.run_id).status == JobStatus.RUNNING
+
+
 def test_an_idle_deployed_endpoint_is_torn_down_and_its_run_keeps_what_restore_needs(ctx: AppContext, service):
     run = deployed_run(ctx, service, "train.jsonl", VALID)
     service.scoring.requests.clear()  # Azure Monitor has no request in the window
@@ -269,7 +288,7 @@ def test_a_canceled_run_cancels_its_pipeline_job(ctx: AppContext, service):
     assert ("jobs.begin_cancel", record.run_id) in service.calls
 
 
-def test_an_archived_base_model_fails_the_run_with_the_setting_named(ctx: AppContext, service):
+def test_a_missing_base_model_fails_the_run_with_the_setting_named(ctx: AppContext, service):
     service.registry.models.present = False
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
@@ -277,6 +296,38 @@ def test_an_archived_base_model_fails_the_run_with_the_setting_named(ctx: AppCon
     (record,) = ctx.ledger.list()
     assert record.state == RunState.FAILED
     assert record.error.code == "base_model_unavailable" and "BASE_MODEL_ID" in record.error.message
+    assert service.count("jobs.create_or_update") == 0
+
+
+def test_the_latest_label_of_a_model_without_active_versions_is_reported_as_unavailable(
+    ctx: AppContext, settings, service
+):
+    # given BASE_MODEL_ID by label, and a registry where that model has no active version (archived)
+    service.registry.models.present = False
+    ctx.engine_factory = lambda: adapter_over(
+        service,
+        datasets_container=settings.datasets_container,
+        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest",
+    )
+
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    # then the SDK's ValidationException is read as "not there", not as a bad request
+    (record,) = ctx.ledger.list()
+    assert record.error.code == "base_model_unavailable"
+    assert ("registry.models.get", "Phi-3-mini-4k-instruct:latest") in service.calls
+
+
+def test_a_serving_size_the_model_cannot_use_fails_the_run_before_training(ctx: AppContext, settings, service):
+    ctx.engine_factory = lambda: adapter_over(
+        service, datasets_container=settings.datasets_container, inference_instance_type="Standard_D4s_v3"
+    )
+
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    (record,) = ctx.ledger.list()
+    assert record.state == RunState.FAILED
+    assert record.error.code == "compute_not_usable" and "AZUREML_INFERENCE_INSTANCE_TYPE" in record.error.message
     assert service.count("jobs.create_or_update") == 0
 
 

@@ -4,6 +4,7 @@ receives it; the base model and compute rules; SDK errors as the app's codes. No
 from __future__ import annotations
 
 import pytest
+from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -210,6 +211,13 @@ def test_base_model_ids_are_parsed(value, expected):
     assert parse_base_model_id(value, "azureml") == expected
 
 
+def test_a_label_other_than_latest_is_refused_because_the_sdk_cannot_resolve_it():
+    with pytest.raises(BaseModelUnavailable) as raised:
+        parse_base_model_id("azureml://registries/azureml/models/m/labels/stable", "azureml")
+
+    assert "pin a version" in raised.value.message
+
+
 def test_a_base_model_id_that_is_not_a_registry_id_names_the_setting():
     with pytest.raises(BaseModelUnavailable) as raised:
         parse_base_model_id("https://huggingface.co/microsoft/phi-3", "azureml")
@@ -290,6 +298,18 @@ def http_error(status: int, message: str) -> HttpResponseError:
         ),
         (ResourceExistsError(message="There is already an endpoint with this name"), "azureml_already_exists", False,
          "unique per region"),
+        (ResourceExistsError(message="Conflict: another operation is in progress"), "azureml_conflict", True,
+         "retried later"),
+        (
+            ValidationException(
+                message="no active version of model m",
+                no_personal_data_message="no active version",
+                error_type=ValidationErrorType.RESOURCE_NOT_FOUND,
+            ),
+            "azureml_not_found",
+            False,
+            "BASE_MODEL_ID",
+        ),
         (ResourceNotFoundError(message="workspace not found"), "azureml_not_found", False, "AZUREML_WORKSPACE_NAME"),
         (http_error(429, "Too many requests"), "azureml_throttled", True, "retried later"),
         (http_error(503, "Service unavailable"), "azureml_unavailable", True, "retried later"),
@@ -299,10 +319,10 @@ def http_error(status: int, message: str) -> HttpResponseError:
     ],
 )
 def test_sdk_errors_become_stable_codes_with_actionable_messages(error, code, transient, hint):
-    translated = translate(error, "create deployment d-1 on ep-x")
+    translated = translate(error, "create endpoint ep-x")
 
     assert (translated.code, translated.transient) == (code, transient)
-    assert translated.message.startswith("create deployment d-1 on ep-x: ")
+    assert translated.message.startswith("create endpoint ep-x: ")
     assert hint in translated.message
 
 

@@ -163,3 +163,12 @@ def test_a_dry_run_without_json_prints_the_job_as_yaml(offline, capsys: pytest.C
     out = capsys.readouterr().out
     assert code == 0
     assert "assumed offline:" in out and "componentId: azureml://registries/azureml/components/" in out
+
+
+def test_a_dry_run_with_a_bad_base_model_setting_exits_2_naming_it(offline, capsys: pytest.CaptureFixture[str]):
+    offline.setenv("BASE_MODEL_ID", "https://huggingface.co/microsoft/Phi-3-mini-4k-instruct")
+
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    assert code == 2
+    assert "base_model_unavailable: BASE_MODEL_ID=" in capsys.readouterr().err

@@ -46,3 +46,10 @@ def test_parameters_default_to_the_notebook_and_refuse_unknown_names():
         FineTuneParameters(num_epochs=3)
     with pytest.raises(ValidationError):
         FineTuneParameters(learning_rate=0)
+
+
+def test_the_gate_requires_a_base_eval_only_from_engines_that_make_one():
+    assert Settings(engine="local").gate_requires_base_eval is True
+    assert Settings(engine="azureml").gate_requires_base_eval is False
+    assert Settings(engine="azureml", gate_require_base_eval=True).gate_requires_base_eval is True
+    assert Settings(engine="local", gate_require_base_eval=False).gate_requires_base_eval is False

@@ -82,7 +82,7 @@ _JOB_STATUSES = {
     "paused": JobStatus.RUNNING,
     "completed": JobStatus.COMPLETED,
     "failed": JobStatus.FAILED,
-    "notresponding": JobStatus.FAILED,
+    "notresponding": JobStatus.RUNNING,  # a missed heartbeat: the job may recover
     "canceled": JobStatus.CANCELED,
 }
 
@@ -185,14 +185,15 @@ class AzureMLEngine:
         from azure.ai.ml import MLClient
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
-        workspace = MLClient(
-            credential,
-            subscription_id=config.subscription_id,
-            resource_group_name=config.resource_group,
-            workspace_name=config.workspace_name,
-        )
-        registry = MLClient(credential, registry_name=config.registry_name)
+        with translated(f"connect to workspace {config.workspace_name} and registry {config.registry_name}"):
+            credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
+            workspace = MLClient(
+                credential,
+                subscription_id=config.subscription_id,
+                resource_group_name=config.resource_group,
+                workspace_name=config.workspace_name,
+            )
+            registry = MLClient(credential, registry_name=config.registry_name)  # discovers the registry: network
         metrics = _LazyMetricsClient(workspace, credential)
         return cls(config, workspace, registry, credential=credential, metrics=metrics)
 
@@ -216,6 +217,12 @@ class AzureMLEngine:
     def pipeline_job_spec(self, spec: JobSpec) -> PipelineJobSpec:
         """The job this run submits: the base model's defaults and the compute resolved against the service."""
         model = self.foundation_model()
+        # a size the model cannot be served on would only show after hours of training
+        check_compute_size(
+            self.config.inference_instance_type,
+            model.inference_allow_list,
+            purpose="serving (AZUREML_INFERENCE_INSTANCE_TYPE)",
+        )
         return run_pipeline_spec(
             self.config,
             spec,
@@ -387,6 +394,8 @@ class AzureMLEngine:
 
         endpoints = self._workspace.online_endpoints
         existing = self._get_or_none(lambda: endpoints.get(name), f"get endpoint {name}")
+        if existing is not None and str(existing.provisioning_state or "").lower() == "deleting":
+            raise EngineError(f"endpoint {name} is still being deleted; retried later", code="endpoint_busy")
         if existing is not None:
             return self._endpoint_info(existing)
         endpoint = ManagedOnlineEndpoint(
@@ -509,13 +518,14 @@ class AzureMLEngine:
 
     def _endpoint_info(self, endpoint: Any, *, with_activity: bool = False) -> EndpointInfo:
         tags = dict(endpoint.tags or {})
+        properties = getattr(endpoint, "properties", None) or {}
         activity = EndpointActivity(requests=0, last_request_at=None)
         info = EndpointInfo(
             name=endpoint.name,
             scoring_uri=endpoint.scoring_uri,
             tags=tags,
-            created_at=_created_at(endpoint) or _parse_time(tags.get(CREATED_AT_TAG)),
-            traffic=dict(endpoint.traffic or {}),
+            created_at=_parse_time(properties.get("createdAt")) or _parse_time(tags.get(CREATED_AT_TAG)),
+            traffic=self._traffic(endpoint),
         )
         if with_activity and info.is_managed and self._metrics is not None and endpoint.id:
             try:
@@ -525,6 +535,14 @@ class AzureMLEngine:
                 logger.warning("endpoint %s: %s; counted as in use", endpoint.name, exc.message)
                 activity = EndpointActivity(requests=0, last_request_at=self._now())
         return replace(info, request_count=activity.requests, last_request_at=activity.last_request_at)
+
+    def _traffic(self, endpoint: Any) -> dict[str, int]:
+        """Every deployment with its weight: the service (and the SDK, before it sends) drops 0% entries from the
+        endpoint's traffic, so deployments at 0% are only found by listing them."""
+        weights = {name.lower(): int(weight) for name, weight in (endpoint.traffic or {}).items()}
+        with translated(f"list the deployments of endpoint {endpoint.name}"):
+            names = [d.name for d in self._workspace.online_deployments.list(endpoint.name)]
+        return {name: weights.get(name.lower(), 0) for name in sorted(set(names) | set(weights))}
 
     @staticmethod
     def _get_or_none(operation: Callable[[], Any], action: str) -> Any:
@@ -585,10 +603,12 @@ def _created_at(entity: Any) -> datetime | None:
 
 
 def _parse_time(text: str | None) -> datetime | None:
+    """An ISO time from a property or tag; one without a zone is UTC, as Azure's system data is."""
     try:
-        return datetime.fromisoformat(text) if text else None
+        parsed = datetime.fromisoformat(text) if text else None
     except ValueError:
         return None
+    return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed
 
 
 class _LazyMetricsClient:

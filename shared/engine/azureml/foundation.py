@@ -59,15 +59,23 @@ def parse_base_model_id(value: str, default_registry: str) -> BaseModelRef:
     `<name>@<label>` or `<name>` (label latest) is looked up in `default_registry`."""
     value = value.strip()
     match = _ASSET_ID.match(value)
+    ref = None
     if match:
         pin = {"version": match["ref"]} if match["kind"] == "versions" else {"label": match["ref"]}
-        return BaseModelRef(registry=match["registry"], name=match["name"], **pin)
-    if value and "/" not in value:
+        ref = BaseModelRef(registry=match["registry"], name=match["name"], **pin)
+    elif value and "/" not in value:
         if ":" in value:
             name, _, version = value.partition(":")
-            return BaseModelRef(registry=default_registry, name=name, version=version)
-        name, _, label = value.partition("@")
-        return BaseModelRef(registry=default_registry, name=name, label=label or "latest")
+            ref = BaseModelRef(registry=default_registry, name=name, version=version)
+        else:
+            name, _, label = value.partition("@")
+            ref = BaseModelRef(registry=default_registry, name=name, label=label or "latest")
+    if ref is not None and ref.label not in (None, "latest"):
+        raise BaseModelUnavailable(
+            f"{BASE_MODEL_SETTING}={value!r}: azure-ai-ml resolves only the label 'latest'; pin a version instead"
+        )
+    if ref is not None:
+        return ref
     raise BaseModelUnavailable(
         f"{BASE_MODEL_SETTING}={value!r} is not a registry model id: use "
         "azureml://registries/<registry>/models/<name>/versions/<version> (or /labels/<label>), or <name>:<version>"

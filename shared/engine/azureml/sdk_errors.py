@@ -33,10 +33,10 @@ def translate(exc: Exception, action: str) -> AutopilotError:
             code="azureml_auth_failed",
             transient=False,
         )
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
+    if isinstance(exc, ResourceNotFoundError) or status == 404 or _is_sdk_not_found(exc):
         return EngineError(
-            f"{action}: not found in the workspace ({text}). Check AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and "
-            "AZUREML_WORKSPACE_NAME",
+            f"{action}: not found ({text}). Check the names the settings give: AZURE_SUBSCRIPTION_ID, "
+            "AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME, AZUREML_COMPUTE, BASE_MODEL_ID",
             code="azureml_not_found",
             transient=False,
         )
@@ -47,13 +47,20 @@ def translate(exc: Exception, action: str) -> AutopilotError:
             code="azureml_quota_exceeded",
             transient=False,
         )
-    if isinstance(exc, ResourceExistsError) or status == 409 or "already exists" in lowered:
+    if "already exists" in lowered or "already an endpoint" in lowered:
+        hint = (
+            " Endpoint names are unique per region, across subscriptions: change FINETUNED_MODEL_SUFFIX to get "
+            "another endpoint name"
+            if "endpoint" in action
+            else ""
+        )
         return EngineError(
-            f"{action}: the name is already taken ({text}). Endpoint names are unique per region, across "
-            "subscriptions: change FINETUNED_MODEL_SUFFIX to get another endpoint name",
+            f"{action}: the name is already taken ({text}).{hint}",
             code="azureml_already_exists",
             transient=False,
         )
+    if isinstance(exc, ResourceExistsError) or status == 409:  # most often: another operation is still running
+        return EngineError(f"{action}: conflict ({text}); retried later", code="azureml_conflict")
     if status == 429 or "throttl" in lowered or "too many requests" in lowered:
         return EngineError(f"{action}: throttled by Azure ML ({text}); retried later", code="azureml_throttled")
     if isinstance(exc, ServiceRequestError | ServiceResponseError) or (status is not None and status >= 500):
@@ -65,6 +72,13 @@ def translate(exc: Exception, action: str) -> AutopilotError:
     if isinstance(exc, MlException):
         return EngineError(f"{action}: {text}", code="azureml_invalid_request", transient=False)
     raise exc  # not an SDK error: a bug of ours, which must not be disguised
+
+
+def _is_sdk_not_found(exc: Exception) -> bool:
+    """azure-ai-ml raises its own ValidationException, not a 404, when a label names no version (an archived model)."""
+    from azure.ai.ml.exceptions import MlException, ValidationErrorType
+
+    return isinstance(exc, MlException) and getattr(exc, "error_type", None) == ValidationErrorType.RESOURCE_NOT_FOUND
 
 
 @contextlib.contextmanager
