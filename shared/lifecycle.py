@@ -222,19 +222,12 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
     result = smoke_test(ctx, record)
     if not result.passed:
         logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
-        _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
-        kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
-        return record_transition(
+        return _roll_back(
             ctx,
-            run_id,
-            advance_from(
-                RunState.DEPLOYING,
-                RunState.ROLLED_BACK,
-                f"smoke test failed: {result.error}{kept}",
-                ctx.now(),
-                smoke_test=result,
-                error=RunError(code="smoke_test_failed", message=result.error or "no answer"),
-            ),
+            record,
+            f"smoke test failed: {result.error}",
+            RunError(code="smoke_test_failed", message=result.error or "no answer"),
+            smoke_test=result,
         )
     keep = ref.previous_deployment if ctx.settings.keep_previous_deployment else None
     traffic = {ref.deployment: 100, **({keep: 0} if keep else {})}
@@ -263,27 +256,29 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 
 def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str) -> RunRecord:
-    """A deployment that did not come up: keep the end of its logs on the run, delete it, leave traffic alone."""
+    """A deployment that did not come up: keep the end of its logs on the run, then roll back."""
     engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
     try:
         logs = engine.deployment_logs(ref.name, ref.deployment, DEPLOYMENT_LOG_LINES)
     except AutopilotError as exc:
         logs = f"(its logs could not be read: {exc.message})"
     logger.warning("run %s: deployment %s is %s; rolling back", run_id, ref.deployment, state, extra={"run_id": run_id})
-    _attempt(ctx, record, "rollback", lambda: engine.delete_deployment(ref.name, ref.deployment))
-    kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
     tail = redact_secrets(logs[-DEPLOYMENT_LOG_CHARS:])
-    message = f"deployment {ref.deployment} is {state}{kept}. Its log ends with:\n{tail}"
+    message = f"deployment {ref.deployment} is {state}. Its log ends with:\n{tail}"
+    return _roll_back(
+        ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code="deployment_failed", message=message)
+    )
+
+
+def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError, **changes: object) -> RunRecord:
+    """Delete the new deployment and end the run rolled_back; the traffic stays where it was."""
+    ref = record.endpoint
+    _attempt(ctx, record, "rollback", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment))
+    kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
     return record_transition(
         ctx,
-        run_id,
-        advance_from(
-            RunState.DEPLOYING,
-            RunState.ROLLED_BACK,
-            f"deployment {ref.deployment} {state.lower()}{kept}",
-            ctx.now(),
-            error=RunError(code="deployment_failed", message=message),
-        ),
+        record.run_id,
+        advance_from(RunState.DEPLOYING, RunState.ROLLED_BACK, reason + kept, ctx.now(), error=error, **changes),
     )
 
 

@@ -28,7 +28,7 @@ from shared.settings import Settings
 from tests.engine.azureml_fake import BASE_MODEL_ID, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID, FakeAzureML
 from tests.engine.test_azureml_engine_contract import adapter_over
 from tests.functional.test_intake import VALID, upload
-from tests.functional.test_lifecycle import COMPLETED
+from tests.functional.test_lifecycle import COMPLETED, submitted_run
 from tests.registered import function
 
 on_dataset_uploaded = function("on_dataset_uploaded")
@@ -82,8 +82,7 @@ def sweep() -> None:
 
 
 def trained_run(ctx: AppContext, service: FakeAzureML, name: str = "train.jsonl", data: bytes = VALID) -> RunRecord:
-    on_dataset_uploaded(upload(ctx.settings, name, data))
-    record = next(r for r in ctx.ledger.list() if any(s.endswith("/" + name) for s in r.sources))
+    record = submitted_run(ctx, name, data)
     service.workspace.jobs.jobs[record.run_id].status = "Completed"
     return record
 

@@ -48,10 +48,12 @@ class PipelineJobSpec:
 
 
 def component_literal(value: Any) -> Any:
-    """A yes/no value as the component's string enum: Python's True would reach the service as "True", which the
-    component rejects and the SDK does not catch."""
+    """A yes/no value as the component's string enum, "true" or "false": Python's True would reach the service as
+    "True", which the component rejects and the SDK does not catch; "True" written in a tag or override is lowered."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower()
     return value
 
 
@@ -73,14 +75,7 @@ def merge_model_defaults(
         merged["precision"] = str(merged["precision"])
     if "deepspeed_stage" in merged:
         merged["deepspeed_stage"] = str(merged["deepspeed_stage"])
-    return {name: _lower_bool_text(component_literal(value)) for name, value in merged.items()}
-
-
-def _lower_bool_text(value: Any) -> Any:
-    """'True'/'FALSE' written by hand in a tag or override become the enum's lowercase strings too."""
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower()
-    return value
+    return {name: component_literal(value) for name, value in merged.items()}
 
 
 def compute_inputs(compute: FinetuneCompute) -> dict[str, str | int]:
