@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         help="with --engine azureml: validate here and print the pipeline job the run would submit, "
         "without network or credentials",
     )
+    run.add_argument(
+        "--model-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --dry-run: the base model's YAML (az ml model show --registry-name azureml ... -o yaml, or an "
+        "azureml-assets spec.yaml); its defaults, compute lists and archive state are applied offline",
+    )
     run.set_defaults(run=_run)
 
     endpoints = commands.add_parser("endpoints", help="list, show the key of, or delete endpoints")
@@ -191,8 +199,11 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.engine != "azureml":
         print("autopilot: --dry-run prints the Azure ML pipeline job: use it with --engine azureml", file=sys.stderr)
         return EXIT_USAGE
+    if args.model_file is not None and not args.model_file.is_file():
+        print(f"autopilot: cannot read {args.model_file}: not a file", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        result = dry_run(settings, args.path)
+        result = dry_run(settings, args.path, model_file=args.model_file)
     except AutopilotError as exc:
         print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -202,11 +213,20 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
         import yaml
 
         print(result.report.summary())
+        for note in result.notes:
+            print(f"  note: {note}")
         if result.job is not None:
-            print(f"run {result.job.job_name}: {result.job.display_name}")
-            for assumption in result.job.assumptions:
+            job = result.job
+            print(f"run {job.job_name}: {job.display_name}")
+            if job.inference_instance_type:
+                print(f"  deployments would run on {job.inference_instance_type}")
+            for warning in job.warnings:
+                print(f"  warning: {warning}")
+            for assumption in job.assumptions:
                 print(f"  assumed offline: {assumption}")
-            print(yaml.safe_dump(result.job.request_body, sort_keys=False), end="")
+            print(yaml.safe_dump(job.request_body, sort_keys=False), end="")
+    if result.refusal is not None:
+        print(f"autopilot: {result.refusal.code}: {result.refusal.message}", file=sys.stderr)
     return EXIT_VALID if result.job is not None else EXIT_INVALID
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import TypeVar
 
@@ -35,6 +33,8 @@ from shared.runs import (
     SmokeTestResult,
     add_attempt,
     advance_from,
+    failed_tries,
+    resolve_attempts,
 )
 from shared.scoring import answer_text, scoring_request, smoke_test_conversation
 
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 DEPLOYMENT_LOG_LINES = 100
 DEPLOYMENT_LOG_CHARS = 4000  # the end of a failed deployment's log kept on the run
+SCORING_TIMEOUT = "scoring_timeout"  # the EngineError code of an invoke that got no answer within its timeout_s
 T = TypeVar("T")
 
 # How a job status moves a run, from the states it may come from.
@@ -101,7 +102,7 @@ def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
 
 def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id = ctx.engine, record.run_id
-    job_metrics = _attempt(ctx, record, "review", lambda: engine.job_metrics(record.job_name))
+    job_metrics = _attempt(ctx, record, "review", "job_metrics", lambda: engine.job_metrics(record.job_name))
     metrics = RunMetrics(
         train_loss=job_metrics.train_loss,
         eval_loss=job_metrics.eval_loss,
@@ -111,7 +112,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     )
     artifacts = _write_training_report(ctx, record, metrics, job_metrics.loss_curve)
     model_name = model_name_for(ctx, record)
-    champion = _attempt(ctx, record, "review", lambda: engine.get_model(model_name, alias=CHAMPION))
+    champion = _attempt(ctx, record, "review", "get_model", lambda: engine.get_model(model_name, alias=CHAMPION))
     champion_loss = _float_tag(champion.tags.get("eval_loss")) if champion else None
     policy = GatePolicy(
         ctx.settings.gate_min_improvement,
@@ -152,7 +153,9 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         "parameters": record.parameters.canonical_json().decode(),
         "eval_loss": f"{metrics.eval_loss:.6f}",
     }
-    model = _attempt(ctx, record, "register", lambda: engine.register_model(record.job_name, model_name, tags))
+    model = _attempt(
+        ctx, record, "register", "register_model", lambda: engine.register_model(record.job_name, model_name, tags)
+    )
     return record_transition(
         ctx,
         run_id,
@@ -177,6 +180,7 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
         ctx,
         record,
         "deploy",
+        "create_endpoint",
         lambda: engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": record.model.name}),
     )
     serving = [
@@ -185,7 +189,9 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
         if weight > 0 and name != deployment
     ]
     model = ModelRef(name=record.model.name, version=record.model.version)
-    _attempt(ctx, record, "deploy", lambda: engine.create_deployment(endpoint_name, deployment, model))
+    _attempt(
+        ctx, record, "deploy", "create_deployment", lambda: engine.create_deployment(endpoint_name, deployment, model)
+    )
     ref = EndpointRef(
         name=endpoint_name,
         deployment=deployment,
@@ -207,10 +213,12 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
-    deployment = _attempt(ctx, record, "deploy", lambda: engine.get_deployment(ref.name, ref.deployment))
+    deployment = _attempt(
+        ctx, record, "deploy", "get_deployment", lambda: engine.get_deployment(ref.name, ref.deployment)
+    )
     if deployment is None or deployment.has_failed:
         return _roll_back_failed_deployment(ctx, record, deployment.state if deployment else "gone")
-    if not deployment.is_ready:
+    if not deployment.is_ready:  # still provisioning: an answer, not a failure; nothing is written
         logger.info(
             "run %s: deployment %s is %s; the sweep checks it again",
             run_id,
@@ -231,14 +239,22 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
         )
     keep = ref.previous_deployment if ctx.settings.keep_previous_deployment else None
     traffic = {ref.deployment: 100, **({keep: 0} if keep else {})}
-    endpoint = _attempt(ctx, record, "shift", lambda: engine.set_traffic(ref.name, traffic))
+    endpoint = _attempt(ctx, record, "shift", "set_traffic", lambda: engine.set_traffic(ref.name, traffic))
     for name in endpoint.traffic:
         if name not in traffic:
-            _attempt(ctx, record, "retire", lambda name=name: engine.delete_deployment(ref.name, name))
+            # one operation per deployment: deleting one must not clear the failures of deleting another
+            _attempt(
+                ctx,
+                record,
+                "retire",
+                f"delete_deployment {name}",
+                lambda name=name: engine.delete_deployment(ref.name, name),
+            )
     _attempt(
         ctx,
         record,
         "promote",
+        "set_model_alias",
         lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
     )
     return record_transition(
@@ -273,7 +289,9 @@ def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str)
 def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError, **changes: object) -> RunRecord:
     """Delete the new deployment and end the run rolled_back; the traffic stays where it was."""
     ref = record.endpoint
-    _attempt(ctx, record, "rollback", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment))
+    _attempt(
+        ctx, record, "rollback", "delete_deployment", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment)
+    )
     kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
     return record_transition(
         ctx,
@@ -290,62 +308,79 @@ def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
         container, _, name = record.artifacts.train.partition("/")
         first_line = next(iter(_lines(ctx, container, name)))
     request = scoring_request(smoke_test_conversation(orjson.loads(first_line)))
+    timeout_s = ctx.settings.smoke_test_timeout_s
     started = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        future = pool.submit(ctx.engine.invoke, record.endpoint.name, request, record.endpoint.deployment)
-        answer = answer_text(future.result(timeout=ctx.settings.smoke_test_timeout_s))
-    except FutureTimeout:
-        return SmokeTestResult(
-            passed=False,
-            seconds=time.monotonic() - started,
-            error=f"no answer within {ctx.settings.smoke_test_timeout_s:.0f} s",
-        )
+        response = ctx.engine.invoke(record.endpoint.name, request, record.endpoint.deployment, timeout_s=timeout_s)
     except AutopilotError as exc:
-        return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=f"{exc.code}: {exc.message}")
-    finally:
-        pool.shutdown(wait=False)
+        error = f"no answer within {timeout_s:g} s" if exc.code == SCORING_TIMEOUT else f"{exc.code}: {exc.message}"
+        return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=error)
+    answer = answer_text(response)
     seconds = time.monotonic() - started
     if not answer or not answer.strip():
         return SmokeTestResult(passed=False, seconds=seconds, error="the deployment answered with an empty text")
     return SmokeTestResult(passed=True, seconds=seconds, answer=answer[:200])
 
 
-def _attempt(ctx: AppContext, record: RunRecord, stage: str, operation: Callable[[], T]) -> T:
-    """Run one engine operation. A transient failure is noted on the run and raised (the platform redelivers)
-    until the stage has failed MAX_STEP_ATTEMPTS times; then, or on a permanent error, the run fails."""
+def _attempt(ctx: AppContext, record: RunRecord, stage: str, operation: str, call: Callable[[], T]) -> T:
+    """Run one engine operation of a step. A transient failure is noted on the run and raised (the platform
+    redelivers) until this operation has failed MAX_STEP_ATTEMPTS times in a row, i.e. since it last succeeded;
+    then, or at once on a permanent error, the run fails. Each operation counts on its own: a deployment that takes
+    many polls to provision is not failing while the polls answer, and a throttled poll now and then never adds up.
+
+    `record` is the run as this step read it. A success writes only when it finds failures of the operation there,
+    to mark them resolved: the happy path writes nothing."""
     try:
-        return operation()
+        result = call()
     except AutopilotError as exc:
-        run_id, error = record.run_id, exc
-        updated = ctx.ledger.update(
-            run_id, lambda r: add_attempt(r, stage=stage, code=error.code, message=error.message, now=ctx.now())
-        )
-        tries = sum(1 for a in updated.attempts if a.stage == stage)
-        if exc.transient and tries < ctx.settings.max_step_attempts:
-            logger.warning(
-                "run %s: %s failed (%d/%d), will be retried: %s",
-                run_id,
-                stage,
-                tries,
-                ctx.settings.max_step_attempts,
-                exc.message,
-                extra={"run_id": run_id},
-            )
+        if _note_failure(ctx, record.run_id, stage, operation, exc):
             raise
-        logger.error("run %s: %s failed for good: %s", run_id, stage, exc.message, extra={"run_id": run_id})
-        record_transition(
-            ctx,
+        raise StepFailed(f"run {record.run_id}: {stage} failed: {exc.message}", code=exc.code) from exc
+    if failed_tries(record, stage=stage, operation=operation):
+        ctx.ledger.update(record.run_id, lambda r: resolve_attempts(r, stage=stage, operation=operation, now=ctx.now()))
+    return result
+
+
+def _note_failure(ctx: AppContext, run_id: str, stage: str, operation: str, exc: AutopilotError) -> bool:
+    """Note the failure on the run; True while it may be retried, else the run is recorded failed (False)."""
+    updated = ctx.ledger.update(
+        run_id,
+        lambda r: add_attempt(r, stage=stage, operation=operation, code=exc.code, message=exc.message, now=ctx.now()),
+    )
+    tries, limit = failed_tries(updated, stage=stage, operation=operation), ctx.settings.max_step_attempts
+    if exc.transient and tries < limit:
+        logger.warning(
+            "run %s: %s %s failed (%d/%d in a row), will be retried: %s",
             run_id,
-            advance_from(
-                updated.state,
-                RunState.FAILED,
-                f"{stage} failed: {exc.code}",
-                ctx.now(),
-                error=RunError(code=exc.code, message=exc.message),
-            ),
+            stage,
+            operation,
+            tries,
+            limit,
+            exc.message,
+            extra={"run_id": run_id},
         )
-        raise StepFailed(f"run {run_id}: {stage} failed: {exc.message}", code=exc.code) from exc
+        return True
+    logger.error(
+        "run %s: %s %s failed for good (%s): %s",
+        run_id,
+        stage,
+        operation,
+        f"{tries} times in a row" if exc.transient else "a permanent error",
+        exc.message,
+        extra={"run_id": run_id},
+    )
+    record_transition(
+        ctx,
+        run_id,
+        advance_from(
+            updated.state,
+            RunState.FAILED,
+            f"{stage} failed: {operation}: {exc.code}",
+            ctx.now(),
+            error=RunError(code=exc.code, message=exc.message),
+        ),
+    )
+    return False
 
 
 class StepFailed(AutopilotError):
@@ -561,10 +596,15 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
         ctx,
         record,
         "restore",
+        "create_endpoint",
         lambda: ctx.engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": model.name}),
     )
     _attempt(
-        ctx, record, "restore", lambda: ctx.engine.create_deployment(endpoint_name, record.endpoint.deployment, model)
+        ctx,
+        record,
+        "restore",
+        "create_deployment",
+        lambda: ctx.engine.create_deployment(endpoint_name, record.endpoint.deployment, model),
     )
     ctx.ledger.update(
         record.run_id,

@@ -10,7 +10,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -21,7 +21,7 @@ from shared.azurite import start_azurite
 from shared.chatdata import ValidationReport, validate_chunks
 from shared.context import AppContext, install_context
 from shared.engine.base import JobInfo, JobStatus
-from shared.errors import AutopilotError
+from shared.errors import AutopilotError, InvalidInput
 from shared.finetune import parameters_for
 from shared.lifecycle import complete_run, record_job_status
 from shared.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
@@ -30,6 +30,7 @@ from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.engine.azureml.dry_run import DryRun
+    from shared.engine.azureml.model_card import FoundationModel
 
 POLL_S = 1.0
 READ_BYTES = 4 << 20
@@ -105,6 +106,8 @@ class DryRunResult:
 
     report: ValidationReport
     job: DryRun | None = None
+    refusal: AutopilotError | None = None  # the base model or compute the service would refuse
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         report = self.report
@@ -117,22 +120,40 @@ class DryRunResult:
         if not report.valid:
             validation["error_counts"] = report.error_counts
         job = self.job
+        refusal = self.refusal
         return {
             "dry_run": True,
             "run_id": job.job_name if job else None,
             "validation": validation,
+            "error": {"code": refusal.code, "message": refusal.message} if refusal else None,
             "display_name": job.display_name if job else None,
-            "assumptions": job.assumptions if job else [],
+            "inference_instance_type": job.inference_instance_type if job else None,
+            "assumptions": [*self.notes, *(job.assumptions if job else [])],
+            "warnings": job.warnings if job else [],
+            "dropped_model_defaults": job.dropped_defaults if job else {},
             "pipeline_job": job.request_body if job else None,
         }
 
 
-def dry_run(settings: Settings, path: Path) -> DryRunResult:
+def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> DryRunResult:
     """`autopilot run --dry-run`: validate the file here, then build the Azure ML pipeline job its run would submit,
-    without storage, network or credentials. Invalid data gets its report and no job."""
+    without storage, network or credentials. Invalid data gets its report and no job. With `model_file` (the base
+    model's YAML) that model is the base model, checked as the service would: a refusal gets the report and no job."""
     from shared.engine.azureml.dry_run import offline_pipeline_job  # azure.ai.ml: imported only for a dry run
     from shared.engine.azureml.engine import AzureMLConfig
+    from shared.engine.azureml.foundation import BaseModelUnavailable, ComputeNotUsable
 
+    config = AzureMLConfig.from_settings(settings, require_workspace=False)
+    model, notes = None, []
+    if model_file is not None:
+        model = read_model_file(model_file, config.registry_name)
+        if model.id.lower() != settings.base_model_id.strip().lower():
+            notes.append(
+                f"BASE_MODEL_ID is {settings.base_model_id}; this dry run uses the model file's {model.id}: set "
+                "BASE_MODEL_ID to it for the real run"
+            )
+        settings = settings.model_copy(update={"base_model_id": model.id})
+        config = replace(config, base_model_id=model.id)
     parameters = parameters_for(settings.engine, settings.base_model, settings.finetune_overrides)
     options = validation_options(settings, parameters=parameters)
     with open(path, "rb") as data:
@@ -153,8 +174,26 @@ def dry_run(settings: Settings, path: Path) -> DryRunResult:
         engine="azureml",
         now=datetime.now(UTC),
     )
-    config = AzureMLConfig.from_settings(settings, require_workspace=False)
-    return DryRunResult(report, offline_pipeline_job(config, job_spec_for(settings, record)))
+    try:
+        job = offline_pipeline_job(config, job_spec_for(settings, record), model=model, now=datetime.now(UTC))
+    except (BaseModelUnavailable, ComputeNotUsable) as exc:
+        return DryRunResult(report, refusal=exc, notes=notes)
+    return DryRunResult(report, job, notes=notes)
+
+
+def read_model_file(path: Path, registry: str) -> FoundationModel:
+    """A model's YAML (azureml-assets spec.yaml, or `az ml model show -o yaml`) as the dry run's base model."""
+    import yaml
+
+    from shared.engine.azureml.model_card import from_model_document
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read the model file {path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput(f"the model file {path} is not a YAML mapping")
+    return from_model_document(document, registry=registry)
 
 
 def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:

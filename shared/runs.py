@@ -69,7 +69,11 @@ class Transition(BaseModel):
 
 
 class Attempt(BaseModel):
-    """A try that failed in a way worth retrying (the platform retried, or will)."""
+    """A try of one engine operation that failed in a way worth retrying (the platform retried, or will).
+
+    `operation` names the call within its stage (create_deployment, get_deployment ...); records written before
+    operations were named have "". `resolved_at` is set when that operation next succeeded: from then on the failure
+    is history and no longer counts against the operation's tries."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -77,9 +81,24 @@ class Attempt(BaseModel):
     stage: str
     code: str
     message: str
+    operation: str = ""
+    resolved_at: datetime | None = None
+
+    def counts_against(self, stage: str, operation: str) -> bool:
+        """An unresolved failure of this operation: one of its tries since it last succeeded."""
+        return self.resolved_at is None and self.stage == stage and self.operation == operation
 
 
 class RunError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class RunWarning(BaseModel):
+    """Something the run went on with that its owner should know (e.g. base-model defaults left out)."""
+
     model_config = ConfigDict(frozen=True)
 
     code: str
@@ -189,6 +208,7 @@ class RunRecord(BaseModel):
     endpoint: EndpointRef | None = None
     smoke_test: SmokeTestResult | None = None
     error: RunError | None = None
+    warnings: list[RunWarning] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     history: list[Transition] = Field(default_factory=list)
 
@@ -237,9 +257,28 @@ def advance(record: RunRecord, to: RunState, reason: str, now: datetime, **chang
     return record.model_copy(update={**changes, "state": to, "updated_at": now, "history": history})
 
 
-def add_attempt(record: RunRecord, *, stage: str, code: str, message: str, now: datetime) -> RunRecord:
-    attempt = Attempt(at=now, stage=stage, code=code, message=message)
+def add_attempt(
+    record: RunRecord, *, stage: str, code: str, message: str, now: datetime, operation: str = ""
+) -> RunRecord:
+    attempt = Attempt(at=now, stage=stage, operation=operation, code=code, message=message)
     return record.model_copy(update={"attempts": [*record.attempts, attempt], "updated_at": now})
+
+
+def failed_tries(record: RunRecord, *, stage: str, operation: str) -> int:
+    """How many times in a row the operation has failed: its failures recorded since it last succeeded."""
+    return sum(1 for attempt in record.attempts if attempt.counts_against(stage, operation))
+
+
+def resolve_attempts(record: RunRecord, *, stage: str, operation: str, now: datetime) -> RunRecord | None:
+    """The operation succeeded: mark its unresolved failures resolved (kept, as history). None when there are none,
+    so a ledger update writes nothing."""
+    if not failed_tries(record, stage=stage, operation=operation):
+        return None
+    attempts = [
+        attempt.model_copy(update={"resolved_at": now}) if attempt.counts_against(stage, operation) else attempt
+        for attempt in record.attempts
+    ]
+    return record.model_copy(update={"attempts": attempts, "updated_at": now})
 
 
 def add_source(record: RunRecord, source: str, now: datetime) -> RunRecord:

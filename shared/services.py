@@ -30,6 +30,7 @@ from shared.runs import (
     RunError,
     RunRecord,
     RunState,
+    RunWarning,
     ValidationSummary,
     add_attempt,
     add_source,
@@ -308,8 +309,14 @@ def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
         logger.error("run %s cannot be submitted: %s", run_id, error.message, extra={"run_id": run_id})
         return IntakeOutcome(IntakeStatus.FAILED, run_id, error.message)
     reason = f"job {job.name} submitted to the {ctx.engine.name} engine"
+    warnings = [RunWarning(code=w.code, message=w.message) for w in job.warnings]
+    for warning in warnings:
+        logger.warning("run %s: %s", run_id, warning.message, extra={"run_id": run_id})
+    changes: dict[str, object] = {"job_name": job.name}
+    if warnings:
+        changes["warnings"] = warnings
     record_transition(
-        ctx, run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), job_name=job.name)
+        ctx, run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes)
     )
     logger.info("run %s submitted as job %s", run_id, job.name, extra={"run_id": run_id})
     return IntakeOutcome(IntakeStatus.SUBMITTED, run_id, f"job {job.name}")

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     azureml_finetune_instance_type: str = Field("Standard_NC24ads_A100_v4", alias="AZUREML_FINETUNE_INSTANCE_TYPE")
     azureml_datastore: str = Field("ftautopilot", alias="AZUREML_DATASTORE")
     azureml_experiment_name: str = Field("ft-autopilot", alias="AZUREML_EXPERIMENT_NAME")
-    azureml_inference_instance_type: str = Field("Standard_NC6s_v3", alias="AZUREML_INFERENCE_INSTANCE_TYPE")
+    # Unset: the cheapest current size in the base model's inference list (NCv3, the notebook's old default, retires).
+    azureml_inference_instance_type: str | None = Field(None, alias="AZUREML_INFERENCE_INSTANCE_TYPE")
 
     @model_validator(mode="after")
     def _overrides_are_parameters(self) -> Settings:

@@ -66,6 +66,12 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class JobWarning:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class JobInfo:
     name: str
     status: JobStatus
@@ -73,6 +79,7 @@ class JobInfo:
     error: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     progress: JobProgress | None = None  # when the engine reports it
+    warnings: tuple[JobWarning, ...] = ()  # what the engine changed or left out of the spec at submission
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,17 @@ class Engine(Protocol):
     def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str: ...
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo: ...
     def get_keys(self, endpoint_name: str) -> EndpointKeys: ...
-    def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any: ...
+    def invoke(
+        self,
+        endpoint_name: str,
+        request: Mapping[str, Any],
+        deployment_name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """POST a scoring request (pinned to `deployment_name` if given). No answer within `timeout_s` (None: the
+        adapter's default) raises EngineError(code="scoring_timeout"), transient."""
+
     def list_endpoints(self) -> list[EndpointInfo]: ...
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None: ...
     def delete_endpoint(self, name: str) -> None: ...

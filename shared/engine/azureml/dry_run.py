@@ -1,18 +1,22 @@
 """The pipeline job a run would submit, built offline: no network, no credentials, no Azure account.
 
-Users review it before paying for GPUs (`autopilot run PATH --engine azureml --dry-run`). Two things only the
-service knows are stood in for, and each stand-in is listed in `assumptions`: the base model's
-model_specific_defaults (not applied) and the GPUs per node of the compute (from the sizes the notebook's models are
-fine-tuned on; the service reads them from compute.list_sizes()).
+Users review it before paying for GPUs (`autopilot run PATH --engine azureml --dry-run`). What only the service
+knows is stood in for, and each stand-in is listed in `assumptions`. Given the base model's own YAML
+(`--model-file`: an azureml-assets spec.yaml, or `az ml model show --registry-name azureml ... -o yaml`), its
+defaults, compute lists and archive state are applied as the service would apply them; without it, they are
+assumptions. GPUs per node come from the sizes chat models are fine-tuned on (the service reads them from
+compute.list_sizes()).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared.engine.azureml.engine import AzureMLConfig, run_pipeline_spec
-from shared.engine.azureml.foundation import parse_base_model_id
+from shared.engine.azureml.foundation import check_compute_size, inference_size, parse_base_model_id
+from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable
 from shared.engine.azureml.pipeline import (
     SERVERLESS,
     FinetuneCompute,
@@ -27,8 +31,11 @@ KNOWN_GPUS_PER_NODE = {
     "standard_nc24ads_a100_v4": 1,
     "standard_nc48ads_a100_v4": 2,
     "standard_nc96ads_a100_v4": 4,
+    "standard_nc40ads_h100_v5": 1,
+    "standard_nc80adis_h100_v5": 2,
     "standard_nd96asr_v4": 8,
     "standard_nd96amsr_a100_v4": 8,
+    "standard_nd96isr_h100_v5": 8,
     "standard_nd40rs_v2": 8,
     "standard_nc24rs_v3": 4,
     "standard_nc24s_v3": 4,
@@ -43,9 +50,16 @@ class DryRun:
     display_name: str
     request_body: dict[str, Any]  # the job as the service would receive it
     assumptions: list[str]
+    warnings: list[str] = field(default_factory=list)
+    dropped_defaults: dict[str, Any] = field(default_factory=dict)  # model defaults the component has no input for
+    inference_instance_type: str | None = None
 
 
-def offline_pipeline_job(config: AzureMLConfig, spec: JobSpec) -> DryRun:
+def offline_pipeline_job(
+    config: AzureMLConfig, spec: JobSpec, *, model: FoundationModel | None = None, now: datetime
+) -> DryRun:
+    """The job for `spec`. With `model` (read from its YAML) the model is checked as at submission: an archived or
+    retired one raises BaseModelUnavailable, a size outside its lists ComputeNotUsable."""
     base = parse_base_model_id(config.base_model_id, config.registry_name)
     serverless = config.compute.lower() == SERVERLESS
     gpus = KNOWN_GPUS_PER_NODE.get(config.finetune_instance_type.lower(), 1) if serverless else 1
@@ -55,8 +69,6 @@ def offline_pipeline_job(config: AzureMLConfig, spec: JobSpec) -> DryRun:
         instance_type=config.finetune_instance_type if serverless else None,
     )
     assumptions = [
-        f"model_specific_defaults of {base.name} are not applied: they are read from registry {base.registry} at "
-        "submission and replace the parameters this run leaves at the app's defaults",
         (
             f"{gpus} GPU(s) per node assumed for {config.finetune_instance_type}"
             if serverless
@@ -64,15 +76,43 @@ def offline_pipeline_job(config: AzureMLConfig, spec: JobSpec) -> DryRun:
         )
         + ": at submission the number comes from the workspace's compute.list_sizes()",
     ]
-    if base.version is None:
-        assumptions.append(f"{base.asset_id} is resolved to a version at submission")
+    warnings: list[str] = []
+    component = load_offline_component(config.registry_name, config.pipeline_version)
+    if model is None:
+        assumptions.insert(
+            0,
+            f"model_specific_defaults of {base.name} are not applied, nor its archive state and compute lists: they "
+            f"are read from registry {base.registry} at submission (give its YAML with --model-file to apply them)",
+        )
+        if base.version is None:
+            assumptions.append(f"{base.asset_id} is resolved to a version at submission")
+        model = FoundationModel(id=base.asset_id, name=base.name, version=base.version or base.label or "")
+        serving = config.inference_instance_type
+    else:
+        warnings.extend(check_fine_tunable(model, now))
+        if serverless:
+            check_compute_size(config.finetune_instance_type, model.finetune_allow_list)
+        serving = inference_size(config.inference_instance_type, model.inference_allow_list)
     job_spec = run_pipeline_spec(
-        config, spec, model_name=base.name, model_id=base.asset_id, model_defaults={}, compute=compute
+        config,
+        spec,
+        model_name=model.name,
+        model_id=model.id,
+        model_defaults=model.finetune_defaults,
+        component_inputs=list(component.inputs),
+        compute=compute,
     )
-    job = build_pipeline_job(load_offline_component(config.registry_name, config.pipeline_version), job_spec)
+    dropped = job_spec.dropped_defaults_warning(config.pipeline_version)
+    if dropped:
+        warnings.append(dropped)
+    job = build_pipeline_job(component, job_spec)
     return DryRun(
         job_name=spec.run_id,
         display_name=job_spec.display_name,
         request_body=job_request_body(job),
         assumptions=assumptions,
+        warnings=warnings,
+        dropped_defaults=dict(job_spec.dropped_defaults),
+        inference_instance_type=serving,
     )
+

@@ -22,13 +22,13 @@ from shared.engine.azureml.foundation import (
     BaseModelRef,
     BaseModelUnavailable,
     ComputeNotUsable,
-    FoundationModel,
     check_cluster_state,
     check_compute_size,
-    foundation_model,
     gpus_per_node,
+    inference_size,
     parse_base_model_id,
 )
+from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable, from_registry_body
 from shared.engine.azureml.monitoring import EndpointActivity, MetricsQuery, endpoint_activity, metrics_endpoint
 from shared.engine.azureml.pipeline import (
     COMPONENT_NAME,
@@ -39,6 +39,7 @@ from shared.engine.azureml.pipeline import (
     build_pipeline_job,
     pipeline_job_spec,
 )
+from shared.engine.azureml.registry import registry_model_body
 from shared.engine.azureml.sdk_errors import translate, translated
 from shared.engine.azureml.tracking import (
     TRACKING_SCOPE,
@@ -57,6 +58,7 @@ from shared.engine.base import (
     JobMetrics,
     JobSpec,
     JobStatus,
+    JobWarning,
     ModelRef,
 )
 from shared.errors import EngineError, EngineNotConfigured
@@ -102,7 +104,7 @@ class AzureMLConfig:
     datastore: str
     datasets_container: str
     experiment_name: str
-    inference_instance_type: str
+    inference_instance_type: str | None  # None: the cheapest current size in the base model's inference list
     idle_window: timedelta
     client_id: str | None = None
 
@@ -132,7 +134,7 @@ class AzureMLConfig:
             datastore=settings.azureml_datastore,
             datasets_container=settings.datasets_container,
             experiment_name=settings.azureml_experiment_name,
-            inference_instance_type=settings.azureml_inference_instance_type,
+            inference_instance_type=settings.azureml_inference_instance_type or None,
             idle_window=timedelta(minutes=settings.idle_minutes),
             client_id=settings.azure_client_id,
         )
@@ -177,6 +179,7 @@ class AzureMLEngine:
         self._tracking_get = tracking_get
         self._now = now
         self._component: Any = None
+        self._foundation: FoundationModel | None = None
 
     @classmethod
     def connect(cls, config: AzureMLConfig) -> AzureMLEngine:
@@ -203,7 +206,14 @@ class AzureMLEngine:
         existing = self._get_or_none(lambda: self._workspace.jobs.get(spec.run_id), f"get job {spec.run_id}")
         if existing is not None:
             return self._job_info(existing)
-        job = build_pipeline_job(self._pipeline_component(), self.pipeline_job_spec(spec))
+        model = self.foundation_model()
+        notes = check_fine_tunable(model, self._now())
+        pipeline_spec = self.pipeline_job_spec(spec, model)
+        job = build_pipeline_job(self._pipeline_component(), pipeline_spec)
+        dropped = pipeline_spec.dropped_defaults_warning(self.config.pipeline_version)
+        warnings = [JobWarning("base_model_deprecated", note) for note in notes]
+        if dropped:
+            warnings.append(JobWarning("model_defaults_dropped", dropped))
         try:
             created = self._workspace.jobs.create_or_update(job, experiment_name=self.config.experiment_name)
         except Exception as exc:
@@ -212,42 +222,56 @@ class AzureMLEngine:
                 raise error from exc
             created = self._workspace.jobs.get(spec.run_id)  # a concurrent delivery submitted it first
         logger.info("run %s: submitted pipeline job %s", spec.run_id, created.name, extra={"run_id": spec.run_id})
-        return self._job_info(created)
+        for warning in warnings:
+            logger.warning("run %s: %s", spec.run_id, warning.message, extra={"run_id": spec.run_id})
+        return replace(self._job_info(created), warnings=tuple(warnings))
 
-    def pipeline_job_spec(self, spec: JobSpec) -> PipelineJobSpec:
+    def pipeline_job_spec(self, spec: JobSpec, model: FoundationModel) -> PipelineJobSpec:
         """The job this run submits: the base model's defaults and the compute resolved against the service."""
-        model = self.foundation_model()
         # a size the model cannot be served on would only show after hours of training
-        check_compute_size(
-            self.config.inference_instance_type,
-            model.inference_allow_list,
-            purpose="serving (AZUREML_INFERENCE_INSTANCE_TYPE)",
-        )
+        inference_size(self.config.inference_instance_type, model.inference_allow_list)
         return run_pipeline_spec(
             self.config,
             spec,
             model_name=model.name,
             model_id=model.id,
             model_defaults=model.finetune_defaults,
+            component_inputs=list(self._pipeline_component().inputs),
             compute=self.finetune_compute(model),
         )
 
     def foundation_model(self) -> FoundationModel:
+        """The base model as the registry serves it: its REST body, which keeps what the SDK's Model drops
+        (isArchived, the system metadata with the compute lists and retirement dates)."""
+        if self._foundation is not None:
+            return self._foundation
         ref: BaseModelRef = parse_base_model_id(self.config.base_model_id, self.config.registry_name)
-        registry = self._registry
         if ref.registry != self.config.registry_name:
             raise EngineNotConfigured(
                 f"BASE_MODEL_ID is in registry {ref.registry}, but AZUREML_REGISTRY_NAME is {self.config.registry_name}"
             )
         action = f"get base model {ref.asset_id} (BASE_MODEL_ID)"
-        model = self._get_or_none(lambda: registry.models.get(ref.name, version=ref.version, label=ref.label), action)
-        if model is None:
+        version = ref.version
+        if version is None:  # a label: the SDK resolves it to a version
+            resolved = self._get_or_none(lambda: self._registry.models.get(ref.name, label=ref.label), action)
+            version = str(resolved.version) if resolved is not None else None
+        body = None
+        if version is not None:
+            body = self._get_or_none(lambda: registry_model_body(self._registry, ref.name, version), action)
+        if body is None:
             raise BaseModelUnavailable(
                 f"BASE_MODEL_ID: {ref.asset_id} is not in registry {ref.registry} (archived models, such as "
-                "Phi-3-mini-4k-instruct since 2025-08-30, are no longer listed): set BASE_MODEL_ID to a model the "
-                "registry offers for chat-completion fine-tuning"
+                "Phi-3-mini-4k-instruct since 2025-08-30, may no longer be listed): set BASE_MODEL_ID to a model "
+                "the registry offers for chat-completion fine-tuning"
             )
-        return foundation_model(ref, model)
+        self._foundation = from_registry_body(body, registry=ref.registry, name=ref.name)
+        return self._foundation
+
+    def inference_instance_type(self) -> str:
+        """AZUREML_INFERENCE_INSTANCE_TYPE, or the cheapest current size in the base model's inference list."""
+        if self.config.inference_instance_type:
+            return self.config.inference_instance_type
+        return inference_size(None, self.foundation_model().inference_allow_list)
 
     def finetune_compute(self, model: FoundationModel) -> FinetuneCompute:
         """The notebook's checks: the cluster exists and has not failed, its size is allowed, and its GPUs per node
@@ -421,7 +445,7 @@ class AzureMLEngine:
             name=deployment_name,
             endpoint_name=endpoint_name,
             model=f"azureml:{model.name}:{model.version}",
-            instance_type=self.config.inference_instance_type,
+            instance_type=self.inference_instance_type(),
             instance_count=1,
             liveness_probe=ProbeSettings(initial_delay=LIVENESS_INITIAL_DELAY_S),
             request_settings=OnlineRequestSettings(request_timeout_ms=REQUEST_TIMEOUT_MS),
@@ -461,8 +485,17 @@ class AzureMLEngine:
             keys = self._workspace.online_endpoints.get_keys(endpoint_name)
         return EndpointKeys(primary=keys.primary_key, secondary=keys.secondary_key)
 
-    def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any:
-        """POST the request to the scoring URI with the endpoint key (the SDK's invoke wants a file)."""
+    def invoke(
+        self,
+        endpoint_name: str,
+        request: Mapping[str, Any],
+        deployment_name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """POST the request to the scoring URI with the endpoint key (the SDK's invoke wants a file). The timeout
+        bounds the connection and each read of the answer (default SCORING_TIMEOUT_S)."""
+        timeout = timeout_s if timeout_s is not None else SCORING_TIMEOUT_S
         with translated(f"get endpoint {endpoint_name}"):
             scoring_uri = self._workspace.online_endpoints.get(endpoint_name).scoring_uri
         key = self.get_keys(endpoint_name).primary
@@ -470,7 +503,7 @@ class AzureMLEngine:
         if deployment_name:
             headers["azureml-model-deployment"] = deployment_name
         try:
-            return self._http_post(scoring_uri, json.dumps(request).encode(), headers, SCORING_TIMEOUT_S)
+            return self._http_post(scoring_uri, json.dumps(request).encode(), headers, timeout)
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode("utf-8", "replace")
             if 400 <= exc.code < 500 and exc.code != 429:
@@ -480,7 +513,13 @@ class AzureMLEngine:
                     transient=False,
                 ) from exc
             raise EngineError(f"{endpoint_name}: HTTP {exc.code} {detail}", code="scoring_unavailable") from exc
-        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        except (TimeoutError, urllib.error.URLError) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                raise EngineError(
+                    f"{endpoint_name} did not answer within {timeout:.0f} s", code="scoring_timeout"
+                ) from exc
+            raise EngineError(f"{endpoint_name} did not answer: {exc}", code="scoring_unavailable") from exc
+        except ValueError as exc:
             raise EngineError(f"{endpoint_name} did not answer: {exc}", code="scoring_unavailable") from exc
 
     def list_endpoints(self) -> list[EndpointInfo]:
@@ -563,6 +602,7 @@ def run_pipeline_spec(
     model_name: str,
     model_id: str,
     model_defaults: Mapping[str, Any],
+    component_inputs: Iterable[str],
     compute: FinetuneCompute,
 ) -> PipelineJobSpec:
     """A run's pipeline job, once its base model and compute are known (from the service, or assumed offline)."""
@@ -573,6 +613,7 @@ def run_pipeline_spec(
         model_id=model_id,
         parameters=spec.parameters,
         model_defaults=model_defaults,
+        component_inputs=list(component_inputs),
         compute=compute,
         train_uri=config.data_uri(spec.data.container, spec.data.train_blob),
         test_uri=config.data_uri(spec.data.container, spec.data.test_blob),

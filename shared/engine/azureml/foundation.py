@@ -1,26 +1,40 @@
-"""The base model and the compute it is fine-tuned on: what the notebook checks before it submits. Pure.
+"""The base model's id and the compute it is fine-tuned and served on: what the notebook checks before it submits.
+Pure.
 
-BASE_MODEL_ID names a model in a registry, pinned by version or label. Its tags carry `model_specific_defaults`
-(fine-tune parameters that suit it); its compute allow-lists moved from the tags to `system_metadata`, so both are
-read. Compute checks follow the notebook: the cluster exists and has not failed, its size is allowed (or, without an
-allow-list, is not a K80 size), and its GPUs per node come from the workspace's list of sizes.
+BASE_MODEL_ID names a model in a registry, pinned by version or label (its metadata is read in model_card.py).
+Compute checks follow the notebook: the cluster exists and has not failed, its size is allowed (or, without an
+allow-list, is not a K80 size), and its GPUs per node come from the workspace's list of sizes. The inference size,
+unless set, is chosen from the model's own inference list, leaving out sizes Azure is retiring.
 """
 
 from __future__ import annotations
 
-import ast
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from shared.errors import EngineError
 
 BASE_MODEL_SETTING = "BASE_MODEL_ID"
-FINETUNE_ALLOW_LIST = "finetune_compute_allow_list"
-INFERENCE_ALLOW_LIST = "inference_compute_allow_list"
-MODEL_DEFAULTS_TAG = "model_specific_defaults"
+INFERENCE_SIZE_SETTING = "AZUREML_INFERENCE_INSTANCE_TYPE"
 UNSUPPORTED_GPU_SIZES = frozenset({"standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r"})  # K80
+# GPU families Azure has retired or is retiring (K80 NC, P100 NCv2, V100 NCv3 and NDv2, P40 ND): never a default.
+RETIRING_GPU_SIZES = re.compile(r"^standard_(nc\d+r?|nc\d+r?s_v2|nc\d+r?s_v3|nd\d+r?s|nd40rs_v2)$", re.IGNORECASE)
+# Current inference sizes, cheapest first: the default is the first of these the model's inference list names.
+INFERENCE_SIZE_PREFERENCE = (
+    "Standard_NC4as_T4_v3",
+    "Standard_NC8as_T4_v3",
+    "Standard_NC16as_T4_v3",
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC64as_T4_v3",
+    "Standard_NC80adis_H100_v5",
+    "Standard_NC96ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+    "Standard_ND96isr_H100_v5",
+)
 
 _ASSET_ID = re.compile(
     r"^azureml://registries/(?P<registry>[^/]+)/models/(?P<name>[^/]+)/(?P<kind>versions|labels)/(?P<ref>[^/]+)$"
@@ -82,65 +96,6 @@ def parse_base_model_id(value: str, default_registry: str) -> BaseModelRef:
     )
 
 
-@dataclass(frozen=True)
-class FoundationModel:
-    """A registry model, as far as fine-tuning it is concerned."""
-
-    id: str
-    name: str
-    version: str
-    finetune_defaults: Mapping[str, Any] = field(default_factory=dict)
-    finetune_allow_list: tuple[str, ...] | None = None
-    inference_allow_list: tuple[str, ...] | None = None
-
-
-def foundation_model(ref: BaseModelRef, model: Any) -> FoundationModel:
-    """What a fetched azure-ai-ml Model says about fine-tuning; an archived one is refused with the setting named."""
-    tags: Mapping[str, str] = getattr(model, "tags", None) or {}
-    # public in some azure-ai-ml versions, private in 1.35
-    system_metadata: Mapping[str, Any] = (
-        getattr(model, "system_metadata", None) or getattr(model, "_system_metadata", None) or {}
-    )
-    properties: Mapping[str, Any] = getattr(model, "properties", None) or {}
-    stage = str(getattr(model, "stage", "") or "")
-    if stage.lower() == "archived" or str(properties.get("isArchived", "")).lower() == "true":
-        raise BaseModelUnavailable(
-            f"{BASE_MODEL_SETTING}: {model.name} version {model.version} is archived in registry {ref.registry} "
-            "and can no longer be fine-tuned (Phi-3-mini-4k-instruct was retired on 2025-08-30); "
-            f"set {BASE_MODEL_SETTING} to a model the registry still offers for chat-completion fine-tuning"
-        )
-    return FoundationModel(
-        id=model.id,
-        name=model.name,
-        version=str(model.version),
-        finetune_defaults=_literal(tags.get(MODEL_DEFAULTS_TAG), dict) or {},
-        finetune_allow_list=_allow_list(FINETUNE_ALLOW_LIST, system_metadata, tags),
-        inference_allow_list=_allow_list(INFERENCE_ALLOW_LIST, system_metadata, tags),
-    )
-
-
-def _allow_list(name: str, *sources: Mapping[str, Any]) -> tuple[str, ...] | None:
-    for source in sources:
-        value = source.get(name)
-        if isinstance(value, list | tuple):
-            return tuple(str(v) for v in value)
-        parsed = _literal(value, list)
-        if parsed is not None:
-            return tuple(str(v) for v in parsed)
-    return None
-
-
-def _literal(text: Any, kind: type) -> Any:
-    """A tag holds a Python literal as text (the notebook reads it with ast.literal_eval); anything else is None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
-    return value if isinstance(value, kind) else None
-
-
 def check_compute_size(size: str, allow_list: Iterable[str] | None, *, purpose: str = "fine-tuning") -> None:
     allowed = None if allow_list is None else {s.lower() for s in allow_list}
     if allowed is not None and size.lower() not in allowed:
@@ -167,4 +122,29 @@ def gpus_per_node(size: str, sizes: Iterable[tuple[str, int | None]]) -> int:
             return int(gpus)
     raise ComputeNotUsable(
         f"VM size {size} is not among the workspace's sizes ({len(known)} listed): check AZUREML_COMPUTE"
+    )
+
+
+def is_retiring(size: str) -> bool:
+    return bool(RETIRING_GPU_SIZES.match(size.strip()))
+
+
+def inference_size(configured: str | None, allow_list: Iterable[str] | None) -> str:
+    """The VM size deployments use: the setting when given (checked against the model's list), otherwise the
+    cheapest current size in the model's inference list."""
+    if configured:
+        check_compute_size(configured, allow_list, purpose=f"serving ({INFERENCE_SIZE_SETTING})")
+        return configured
+    listed = list(allow_list or ())
+    by_name = {size.lower(): size for size in listed}
+    for preferred in INFERENCE_SIZE_PREFERENCE:
+        if preferred.lower() in by_name:
+            return by_name[preferred.lower()]
+    current = [size for size in listed if not is_retiring(size)]
+    if current:
+        return current[0]
+    if not listed:
+        return INFERENCE_SIZE_PREFERENCE[0]
+    raise ComputeNotUsable(
+        f"every size in the model's inference list is retiring ({', '.join(listed)}): set {INFERENCE_SIZE_SETTING}"
     )

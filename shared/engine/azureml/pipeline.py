@@ -1,14 +1,15 @@
 """The fine-tuning pipeline job, built as the walk-through notebook builds it.
 
 The pure part decides the component's inputs: the app's parameters, with the base model's `model_specific_defaults`
-merged in, yes/no values as the lowercase strings the component expects, compute and GPUs per node, and the
-notebook's display name. `build_pipeline_job` turns that into an azure-ai-ml PipelineJob (azure.ai.ml is imported
-there, never at module level), and `job_request_body` shows the job as the service receives it.
+merged in (those the pinned component has no input for are left out, and listed), yes/no values as the lowercase
+strings the component expects, compute and GPUs per node, and the notebook's display name. `build_pipeline_job`
+turns that into an azure-ai-ml PipelineJob (azure.ai.ml is imported there, never at module level), and
+`job_request_body` shows the job as the service receives it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,16 @@ class PipelineJobSpec:
     test_uri: str
     inputs: Mapping[str, str | int | float]  # literal inputs, yes/no already as "true"/"false"
     tags: Mapping[str, str] = field(default_factory=dict)
+    dropped_defaults: Mapping[str, Any] = field(default_factory=dict)  # model defaults the component has no input for
+
+    def dropped_defaults_warning(self, component_version: str) -> str | None:
+        if not self.dropped_defaults:
+            return None
+        listed = ", ".join(f"{name}={value!r}" for name, value in sorted(self.dropped_defaults.items()))
+        return (
+            f"the base model's model_specific_defaults name what {COMPONENT_NAME} {component_version} has no input "
+            f"for; left out: {listed}"
+        )
 
 
 def component_literal(value: Any) -> Any:
@@ -57,6 +68,17 @@ def component_literal(value: Any) -> Any:
     return value
 
 
+def split_model_defaults(
+    model_defaults: Mapping[str, Any], component_inputs: Collection[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's defaults the component takes, and those it has no input for (Phi-3's learning_rate_min/max):
+    a registry tag written for another component version must not fail every submission."""
+    known = set(component_inputs)
+    applied = {name: value for name, value in model_defaults.items() if name in known}
+    dropped = {name: value for name, value in model_defaults.items() if name not in known}
+    return applied, dropped
+
+
 def merge_model_defaults(
     parameters: FineTuneParameters, model_defaults: Mapping[str, Any]
 ) -> dict[str, str | int | float]:
@@ -64,7 +86,8 @@ def merge_model_defaults(
 
     The notebook applies `model_specific_defaults` over its defaults; here a parameter still at the app's default
     takes the model's value, and one the run set to something else (FINETUNE_OVERRIDES, a request) is kept. A model
-    default that is not one of our parameters (e.g. num_nodes_finetune) is passed on as it is."""
+    default that is not one of our parameters (e.g. num_nodes_finetune) is passed on as it is: keep to the
+    component's inputs with split_model_defaults first."""
     app_defaults = FineTuneParameters().model_dump()
     chosen = parameters.model_dump()
     merged: dict[str, Any] = dict(chosen)
@@ -116,12 +139,14 @@ def pipeline_job_spec(
     model_id: str,
     parameters: FineTuneParameters,
     model_defaults: Mapping[str, Any],
+    component_inputs: Collection[str],
     compute: FinetuneCompute,
     train_uri: str,
     test_uri: str,
     tags: Mapping[str, str],
 ) -> PipelineJobSpec:
-    inputs = {**merge_model_defaults(parameters, model_defaults), **compute_inputs(compute), "task_name": TASK_NAME}
+    applied, dropped = split_model_defaults(model_defaults, component_inputs)
+    inputs = {**merge_model_defaults(parameters, applied), **compute_inputs(compute), "task_name": TASK_NAME}
     return PipelineJobSpec(
         job_name=job_name,
         experiment_name=experiment_name,
@@ -131,6 +156,7 @@ def pipeline_job_spec(
         test_uri=test_uri,
         inputs=inputs,
         tags=dict(tags),
+        dropped_defaults=dropped,
     )
 
 

@@ -323,9 +323,13 @@ class LocalEndpoints:
         request: dict[str, Any],
         deployment_name: str | None = None,
         *,
-        timeout_s: float = INVOKE_TIMEOUT_S,
+        timeout_s: float | None = None,
     ) -> Any:
-        """POST `request` to the endpoint's /score with its primary key; the parsed JSON answer."""
+        """POST `request` to the endpoint's /score with its primary key; the parsed JSON answer.
+
+        `timeout_s` (default INVOKE_TIMEOUT_S) bounds the connection and each wait for the answer's bytes; past it,
+        EngineError(code="scoring_timeout"), transient."""
+        timeout_s = INVOKE_TIMEOUT_S if timeout_s is None else timeout_s
         folder = self._required(endpoint_name)
         config = self._read(folder)
         if config is None:
@@ -347,6 +351,10 @@ class LocalEndpoints:
             raise self._scoring_error(endpoint_name, exc) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):  # connecting (wrapped in URLError) or waiting for the answer
+                raise EngineError(
+                    f"endpoint {endpoint_name} did not answer within {timeout_s:g} s", code="scoring_timeout"
+                ) from None
             raise EngineError(
                 f"endpoint {endpoint_name} is not answering: {reason}", code="endpoint_unavailable"
             ) from None

@@ -182,8 +182,15 @@ class LocalEngine:
     def get_keys(self, endpoint_name: str) -> EndpointKeys:
         return self._endpoints.get_keys(endpoint_name)
 
-    def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any:
-        return self._endpoints.invoke(endpoint_name, dict(request), deployment_name)
+    def invoke(
+        self,
+        endpoint_name: str,
+        request: Mapping[str, Any],
+        deployment_name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        return self._endpoints.invoke(endpoint_name, dict(request), deployment_name, timeout_s=timeout_s)
 
     def list_endpoints(self) -> list[EndpointInfo]:
         return self._endpoints.list_endpoints()
