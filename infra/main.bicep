@@ -137,6 +137,9 @@ module rbac 'app/rbac.bicep' = {
     appPrincipalId: identity.outputs.principalId
     workspacePrincipalId: workspace.outputs.principalId
     userPrincipalId: principalId
+    deadLetterContainer: deadLetterContainer
+    storageTopicPrincipalId: storage.outputs.topicPrincipalId
+    workspaceTopicPrincipalId: workspace.outputs.topicPrincipalId
   }
 }
 
@@ -187,4 +190,5 @@ output STORAGE_TOPIC_NAME string = storage.outputs.topicName
 output DATASETS_CONTAINER string = datasetsContainer
 output DEADLETTER_CONTAINER string = deadLetterContainer
 output WORKSPACE_RESOURCE_GROUP string = workspaceResourceGroupName
+output WORKSPACE_ID string = workspace.outputs.id
 output WORKSPACE_TOPIC_NAME string = workspace.outputs.topicName

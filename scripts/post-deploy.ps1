@@ -1,6 +1,8 @@
 # azd postdeploy hook (Windows): the same as post-deploy.sh. Subscribes the deployed functions to Event Grid.
 # It runs after deployment because the webhook URLs carry the functions' system keys, which exist only once
 # the code is deployed and indexed. Idempotent: `event-subscription create` creates or updates.
+# Dead-lettering goes through each system topic's own identity (the storage account takes no shared keys); see
+# post-deploy.sh for why the subscriptions are created on the event source and then read back from the topic.
 $ErrorActionPreference = 'Stop'
 
 $values = @{}
@@ -24,10 +26,12 @@ $storageId = Get-AzdValue STORAGE_ACCOUNT_ID
 $storageTopic = Get-AzdValue STORAGE_TOPIC_NAME
 $datasets = Get-AzdValue DATASETS_CONTAINER
 $deadletter = Get-AzdValue DEADLETTER_CONTAINER
+$workspaceId = Get-AzdValue WORKSPACE_ID
 $workspaceGroup = Get-AzdValue WORKSPACE_RESOURCE_GROUP
 $workspaceTopic = Get-AzdValue WORKSPACE_TOPIC_NAME
 
-$deadletterEndpoint = "$storageId/blobServices/default/containers/$deadletter"
+# The container resource the topics' identities hold their role on.
+$deadletterContainerId = "$storageId/blobServices/default/containers/$deadletter"
 
 # az is az.cmd on Windows: an '&' in an argument must reach cmd.exe inside double quotes, as Azure's samples do.
 function ConvertTo-CmdArgument([string]$Text) { return '"' + $Text + '"' }
@@ -46,43 +50,57 @@ function Get-SystemKey([string]$Name) {
         "to index): check the app's logs in Application Insights, then run scripts/post-deploy.ps1 again.")
 }
 
+# The subscription is on the system topic and dead-letters with the topic's identity.
+function Assert-OnTopic([string]$Group, [string]$Topic, [string]$Name) {
+    $identity = az eventgrid system-topic event-subscription show --subscription $subscription `
+        --resource-group $Group --system-topic-name $Topic --name $Name `
+        --query deadLetterWithResourceIdentity.identity.type --output tsv
+    if ($identity -ne 'SystemAssigned') {
+        throw ("Event subscription $Name is not on system topic $Topic (resource group $Group), or it does not " +
+            "dead-letter with the topic's identity. Check the topic with 'az eventgrid system-topic show -g " +
+            "$Group -n $Topic', run 'azd provision', then scripts/post-deploy.ps1 again.")
+    }
+}
+
 Write-Host "Subscribing functions of $appName to Event Grid"
 
 Write-Host "- reading the blobs_extension system key"
 $blobsKey = Get-SystemKey blobs_extension
 Write-Host "- storage topic $storageTopic -> on_dataset_uploaded (container $datasets)"
-az eventgrid system-topic event-subscription create `
+az eventgrid event-subscription create `
     --subscription $subscription `
-    --resource-group $appGroup `
-    --system-topic-name $storageTopic `
+    --source-resource-id $storageId `
     --name datasets-to-on-dataset-uploaded `
     --endpoint-type webhook `
     --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobsKey") `
     --included-event-types Microsoft.Storage.BlobCreated `
     --subject-begins-with "/blobServices/default/containers/$datasets/" `
-    --deadletter-endpoint $deadletterEndpoint `
+    --deadletter-identity systemassigned `
+    --deadletter-identity-endpoint $deadletterContainerId `
     --max-delivery-attempts 30 `
     --event-ttl 1440 `
     --output none
 if ($LASTEXITCODE -ne 0) { throw "creating the storage event subscription failed" }
+Assert-OnTopic $appGroup $storageTopic datasets-to-on-dataset-uploaded
 
 Write-Host "- reading the eventgrid_extension system key"
 $eventgridKey = Get-SystemKey eventgrid_extension
 Write-Host "- workspace topic $workspaceTopic -> on_job_event (pipeline jobs)"
-az eventgrid system-topic event-subscription create `
+az eventgrid event-subscription create `
     --subscription $subscription `
-    --resource-group $workspaceGroup `
-    --system-topic-name $workspaceTopic `
+    --source-resource-id $workspaceId `
     --name jobs-to-on-job-event `
     --endpoint-type webhook `
     --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgridKey") `
     --included-event-types Microsoft.MachineLearningServices.RunCompleted Microsoft.MachineLearningServices.RunStatusChanged `
     --advanced-filter data.runType StringIn azureml.PipelineRun `
-    --deadletter-endpoint $deadletterEndpoint `
+    --deadletter-identity systemassigned `
+    --deadletter-identity-endpoint $deadletterContainerId `
     --max-delivery-attempts 30 `
     --event-ttl 1440 `
     --output none
 if ($LASTEXITCODE -ne 0) { throw "creating the workspace event subscription failed" }
+Assert-OnTopic $workspaceGroup $workspaceTopic jobs-to-on-job-event
 
 Write-Host "Done: uploads to container '$datasets' start runs; Azure ML job events reach on_job_event."
-Write-Host "Undeliverable events land in container '$deadletter'."
+Write-Host "Undeliverable events land in container '$deadletter', written by each topic's own identity."

@@ -12,6 +12,15 @@ param workspacePrincipalId string
 @description('The person running azd; empty for none.')
 param userPrincipalId string = ''
 
+@description('The container Event Grid dead-letters to.')
+param deadLetterContainer string
+
+@description('The system-assigned identity of the storage account\'s Event Grid system topic.')
+param storageTopicPrincipalId string
+
+@description('The system-assigned identity of the workspace\'s Event Grid system topic (in the workspace\'s resource group).')
+param workspaceTopicPrincipalId string
+
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -25,6 +34,16 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource deadLetter 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deadLetterContainer
 }
 
 // The app: blobs (datasets, runs, deployment package, blob trigger), queues (blob trigger poison messages,
@@ -70,5 +89,28 @@ resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: userPrincipalId
+  }
+}
+
+// Event Grid dead-letters undeliverable events with each topic's own identity (the account takes no shared keys):
+// Storage Blob Data Contributor on the dead-letter container only. The workspace's topic lives in another resource
+// group, so its assignment is made here, beside the container, with the principal id passed in.
+resource storageTopicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetter.id, storageTopicPrincipalId, storageBlobDataContributor)
+  scope: deadLetter
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: storageTopicPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource workspaceTopicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetter.id, workspaceTopicPrincipalId, storageBlobDataContributor)
+  scope: deadLetter
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: workspaceTopicPrincipalId
+    principalType: 'ServicePrincipal'
   }
 }

@@ -1,6 +1,8 @@
 // The app's storage account: host storage (AzureWebJobsStorage), the deployment package, the datasets and runs
 // containers, and the dead-letter container for Event Grid. Keys are off: only Entra ID (managed identity) works.
 // Also the Event Grid system topic of the account; its subscription is created by scripts/post-deploy.sh.
+// The topic has a system-assigned identity: shared keys are off, so Event Grid can dead-letter only as an
+// identity that holds a blob role on the dead-letter container (rbac.bicep).
 param name string
 param topicName string
 param location string
@@ -44,6 +46,9 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: topicName
   location: location
   tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     source: storage.id
     topicType: 'Microsoft.Storage.StorageAccounts'
@@ -55,3 +60,4 @@ output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output topicName string = topic.name
+output topicPrincipalId string = topic.identity.principalId

@@ -1,6 +1,8 @@
 // What the app needs in the EXISTING Azure ML workspace's resource group: roles for the app's identity,
 // an identity-based datastore on the app's datasets container, and the workspace's Event Grid system topic
-// (its subscription to on_job_event is created by scripts/post-deploy.sh).
+// (its subscription to on_job_event is created by scripts/post-deploy.sh). The topic has a system-assigned
+// identity for dead-lettering; its role on the dead-letter container is assigned in the app's resource group,
+// where the container is (rbac.bicep).
 param workspaceName string
 param topicName string
 param datastoreName string
@@ -63,6 +65,9 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: topicName
   location: workspace.location
   tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     source: workspace.id
     topicType: 'Microsoft.MachineLearningServices.Workspaces'
@@ -71,4 +76,6 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
 
 // The workspace must have a system-assigned identity (the default for new workspaces).
 output principalId string = workspace.identity.principalId
+output id string = workspace.id
 output topicName string = topic.name
+output topicPrincipalId string = topic.identity.principalId

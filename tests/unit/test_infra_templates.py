@@ -37,7 +37,8 @@ ROLES = {
     "43d0d8ad-25c7-4714-9337-8ba259a9fe05": "Monitoring Reader",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
 }
-REQUIRED_ROLES = set(ROLES) - {"ba92f5b4-2d11-453d-a403-e96b0029c9fe"}  # the deploying user's role is optional
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+REQUIRED_ROLES = set(ROLES)  # Storage Blob Data Contributor too: the topics dead-letter with it
 
 # Settings the Functions host reads (storage connections, telemetry), not the app's own Settings.
 HOST_SETTINGS = {
@@ -142,12 +143,25 @@ def _script_reads(path: Path, call: str) -> list[str]:
     return re.findall(rf"{call}([A-Z_][A-Z0-9_]*)", _text(path))
 
 
+def _resources(bicep: str) -> dict[str, tuple[str, str]]:
+    """symbolic name -> (type@version, body) of every single (not looped) resource, `existing` ones included."""
+    found = {}
+    for match in re.finditer(r"^resource\s+(\w+)\s+'([^']+)'(?:\s+existing)?\s*=\s*\{", bicep, re.M):
+        found[match[1]] = (match[2], _block(bicep[match.start() :], match[0]))
+    return found
+
+
+def _output_values(bicep: str) -> dict[str, str]:
+    """output name -> its expression."""
+    return dict(re.findall(r"^output\s+(\w+)\s+\w+\s*=\s*(.+)$", bicep, re.M))
+
+
 def _guid_arguments(bicep: str) -> list[list[str]]:
     """The top-level arguments of each `name: guid(...)`."""
     calls = []
     for match in re.finditer(r"name: guid\(", bicep):
         depth, arguments, current = 1, [], ""
-        for char in bicep[match.end():]:
+        for char in bicep[match.end() :]:
             depth += {"(": 1, ")": -1}.get(char, 0)
             if depth == 0 or (depth == 1 and char == ","):
                 arguments.append(current.strip())
@@ -215,9 +229,7 @@ def test_parameter_defaults_agree_with_bicep_and_the_app() -> None:
     given = json.loads(_text(INFRA / "main.parameters.json"))["parameters"]
     declared = _params(_text(MAIN))
     aliases = _setting_aliases()
-    defaulted = {
-        param: re.fullmatch(r"\$\{(\w+)=(.*)\}", entry["value"]) for param, entry in given.items()
-    }
+    defaulted = {param: re.fullmatch(r"\$\{(\w+)=(.*)\}", entry["value"]) for param, entry in given.items()}
     defaulted = {param: match for param, match in defaulted.items() if match}
 
     # When each default is compared with the Bicep default and the app's own default for that setting
@@ -328,24 +340,124 @@ def test_resources_have_the_shape_the_app_needs() -> None:
     monitoring, workspace, main = _text(app / "monitoring.bicep"), _text(app / "workspace.bicep"), _text(MAIN)
 
     # Then the app is on Flex Consumption with Python 3.11 and deploys from blob storage with its identity
-    for snippet in ("name: 'FC1'", "tier: 'FlexConsumption'", "reserved: true", "kind: 'functionapp,linux'",
-                    "type: 'blobContainer'", "type: 'UserAssignedIdentity'", "instanceMemoryMB: 2048",
-                    "name: 'python'", "version: '3.11'", "type: 'UserAssigned'"):
+    for snippet in (
+        "name: 'FC1'",
+        "tier: 'FlexConsumption'",
+        "reserved: true",
+        "kind: 'functionapp,linux'",
+        "type: 'blobContainer'",
+        "type: 'UserAssignedIdentity'",
+        "instanceMemoryMB: 2048",
+        "name: 'python'",
+        "version: '3.11'",
+        "type: 'UserAssigned'",
+    ):
         assert snippet in function, snippet
     # And storage takes no keys, telemetry no keys, and both topics watch the right sources
-    for snippet in ("allowSharedKeyAccess: false", "minimumTlsVersion: 'TLS1_2'",
-                    "topicType: 'Microsoft.Storage.StorageAccounts'"):
+    for snippet in (
+        "allowSharedKeyAccess: false",
+        "minimumTlsVersion: 'TLS1_2'",
+        "topicType: 'Microsoft.Storage.StorageAccounts'",
+    ):
         assert snippet in storage, snippet
     assert "DisableLocalAuth: true" in monitoring
-    for snippet in ("topicType: 'Microsoft.MachineLearningServices.Workspaces'", "datastoreType: 'AzureBlob'",
-                    "credentialsType: 'None'", "containerName: datasetsContainer"):
+    for snippet in (
+        "topicType: 'Microsoft.MachineLearningServices.Workspaces'",
+        "datastoreType: 'AzureBlob'",
+        "credentialsType: 'None'",
+        "containerName: datasetsContainer",
+    ):
         assert snippet in workspace, snippet
     # And the containers are the app's
     containers = re.search(r"containers: \[([^\]]*)\]", main)
     assert containers and containers[1].split(", ") == [
-        "deploymentContainer", "datasetsContainer", "runsContainer", "deadLetterContainer"
+        "deploymentContainer",
+        "datasetsContainer",
+        "runsContainer",
+        "deadLetterContainer",
     ]
     assert _var(main, "deadLetterContainer") == "deadletter"
+
+
+def test_both_system_topics_have_a_system_assigned_identity_and_publish_its_principal() -> None:
+    # Given the two Event Grid system topics: the storage account's and the workspace's
+    topics = {
+        module: _resources(_text(INFRA / "app" / f"{module}.bicep"))["topic"] for module in ("storage", "workspace")
+    }
+
+    for module, (type_version, body) in topics.items():
+        # When the topic's resource type, identity and outputs are read
+        identity = _keys(_block(body, "identity: {"))
+        outputs = _output_values(_text(INFRA / "app" / f"{module}.bicep"))
+
+        # Then it is a system topic at an API version whose systemTopics schema has `identity` (2022-06-15 is
+        # documented with it), its identity is system-assigned, and the module outputs that identity's principal
+        assert type_version == "Microsoft.EventGrid/systemTopics@2022-06-15", module
+        assert identity == {"type": "'SystemAssigned'"}, module
+        assert outputs["topicPrincipalId"] == "topic.identity.principalId", module
+
+
+def test_each_topic_identity_is_storage_blob_data_contributor_on_the_dead_letter_container_only() -> None:
+    # Given the role assignments of the app's resource group, where the storage account is, and how main.bicep
+    # feeds that module
+    rbac = _text(INFRA / "app" / "rbac.bicep")
+    resources = _resources(rbac)
+    main = _text(MAIN)
+    passed = _keys(_block(_block(main, "module rbac 'app/rbac.bicep' = {"), "params: {"))
+
+    # When the dead-letter container and the assignments for each topic's principal are looked up
+    container_type, container = resources["deadLetter"]
+    blob_service_type, blob_service = resources["blobService"]
+    assignments = {
+        principal: [
+            body
+            for type_version, body in resources.values()
+            if type_version == "Microsoft.Authorization/roleAssignments@2022-04-01"
+            and _keys(_block(body, "properties: {"))["principalId"] == principal
+        ]
+        for principal in ("storageTopicPrincipalId", "workspaceTopicPrincipalId")
+    }
+
+    # Then the scope is the existing container named by main.bicep's dead-letter container, under the account's
+    # `default` blob service
+    assert container_type == "Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01"
+    assert _keys(container) == {"parent": "blobService", "name": "deadLetterContainer"}
+    assert blob_service_type == "Microsoft.Storage/storageAccounts/blobServices@2023-05-01"
+    assert _keys(blob_service) == {"parent": "storage", "name": "'default'"}
+    assert passed["deadLetterContainer"] == "deadLetterContainer"
+    assert _var(main, "deadLetterContainer") == "deadletter"
+    # And each topic's principal, passed in from the module that made the topic, has exactly one assignment:
+    # Storage Blob Data Contributor on that container, as a service principal, under a deterministic name
+    assert passed["storageTopicPrincipalId"] == "storage.outputs.topicPrincipalId"
+    assert passed["workspaceTopicPrincipalId"] == "workspace.outputs.topicPrincipalId"
+    assert _var(rbac, "storageBlobDataContributor") == STORAGE_BLOB_DATA_CONTRIBUTOR
+    assert ROLES[STORAGE_BLOB_DATA_CONTRIBUTOR] == "Storage Blob Data Contributor"
+    for principal, found in assignments.items():
+        assert len(found) == 1, principal
+        [body] = found
+        assert _keys(body)["scope"] == "deadLetter", principal
+        assert _keys(body)["name"] == f"guid(deadLetter.id, {principal}, storageBlobDataContributor)", principal
+        assert _keys(_block(body, "properties: {")) == {
+            "roleDefinitionId": (
+                "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)"
+            ),
+            "principalId": principal,
+            "principalType": "'ServicePrincipal'",
+        }, principal
+
+
+def test_main_outputs_the_event_sources_the_post_deploy_scripts_subscribe_to() -> None:
+    # Given main.bicep's outputs and the workspace module's
+    main = _output_values(_text(MAIN))
+    workspace = _output_values(_text(INFRA / "app" / "workspace.bicep"))
+
+    # Then the scripts get the storage account's and the workspace's resource ids (the event sources) and the
+    # names of their topics
+    assert main["STORAGE_ACCOUNT_ID"] == "storage.outputs.id"
+    assert main["WORKSPACE_ID"] == "workspace.outputs.id"
+    assert workspace["id"] == "workspace.id"
+    assert main["STORAGE_TOPIC_NAME"] == "storage.outputs.topicName"
+    assert main["WORKSPACE_TOPIC_NAME"] == "workspace.outputs.topicName"
 
 
 def _unbalanced(bicep: str) -> str | None:
@@ -407,7 +519,7 @@ def test_post_deploy_scripts_read_only_outputs_of_main_bicep() -> None:
     windows = _script_reads(PS1, r"= Get-AzdValue ")
 
     # Then they read the same ones, and each is an output of main.bicep or one azd keeps itself
-    assert len(posix) == 10
+    assert len(posix) == 11
     assert set(posix) == set(windows)
     assert set(posix) - _outputs(_text(MAIN)) - AZD_OWN_VALUES == set()
 
@@ -419,11 +531,26 @@ def test_post_deploy_scripts_use_the_same_az_options() -> None:
 
     posix, windows = _text(SH), _text(PS1)
 
-    # Then the Windows script says to az what the posix one says
+    # Then the Windows script says to az what the posix one says, and neither dead-letters with Event Grid's
+    # own identity (it cannot write to an account without shared keys)
     assert options(posix) == options(windows)
-    for literal in (RUN_COMPLETED, RUN_STATUS_CHANGED, PIPELINE_RUN, "Microsoft.Storage.BlobCreated",
-                    "functionName=Host.Functions.on_dataset_uploaded&code=", "functionName=on_job_event&code=",
-                    "datasets-to-on-dataset-uploaded", "jobs-to-on-job-event"):
+    assert "--deadletter-endpoint" not in options(posix) | options(windows)
+    assert posix.count("--deadletter-identity systemassigned \\\n") == 2
+    assert windows.count("--deadletter-identity systemassigned `\n") == 2
+    assert posix.count('--deadletter-identity-endpoint "$deadletter_container_id"') == 2
+    assert windows.count("--deadletter-identity-endpoint $deadletterContainerId `") == 2
+    assert 'deadletter_container_id="$storage_id/blobServices/default/containers/$deadletter"' in posix
+    assert '$deadletterContainerId = "$storageId/blobServices/default/containers/$deadletter"' in windows
+    for literal in (
+        RUN_COMPLETED,
+        RUN_STATUS_CHANGED,
+        PIPELINE_RUN,
+        "Microsoft.Storage.BlobCreated",
+        "functionName=Host.Functions.on_dataset_uploaded&code=",
+        "functionName=on_job_event&code=",
+        "datasets-to-on-dataset-uploaded",
+        "jobs-to-on-job-event",
+    ):
         assert literal in posix and literal in windows, literal
 
 
@@ -432,7 +559,8 @@ def test_post_deploy_scripts_use_the_same_az_options() -> None:
 
 @pytest.fixture
 def fake_cli(tmp_path: Path) -> dict[str, Path]:
-    """`azd env get-values` prints the file FAKE_AZD_VALUES; `az` logs its arguments and answers key queries."""
+    """`azd env get-values` prints the file FAKE_AZD_VALUES; `az` logs its arguments, answers key queries from
+    FAKE_AZ_KEYS and event subscription reads with FAKE_AZ_DEADLETTER_IDENTITY (default SystemAssigned)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     azd = bin_dir / "azd"
@@ -447,6 +575,8 @@ def fake_cli(tmp_path: Path) -> dict[str, Path]:
         "if args[:3] == ['functionapp', 'keys', 'list']:\n"
         "    key = args[args.index('--query') + 1].removeprefix('systemKeys.')\n"
         "    print(json.loads(os.environ['FAKE_AZ_KEYS']).get(key, ''))\n"
+        "if args[:4] == ['eventgrid', 'system-topic', 'event-subscription', 'show']:\n"
+        "    print(os.environ.get('FAKE_AZ_DEADLETTER_IDENTITY', 'SystemAssigned'))\n"
     )
     for tool in (azd, az):
         tool.chmod(0o755)
@@ -461,19 +591,21 @@ def _outputs_as_values() -> dict[str, str]:
         AZURE_SUBSCRIPTION_ID="00000000-0000-0000-0000-000000000001",
         AZURE_FUNCTION_APP_HOSTNAME="func-x.azurewebsites.net",
         STORAGE_ACCOUNT_ID="/subscriptions/s/resourceGroups/rg-dev/providers/Microsoft.Storage/storageAccounts/stx",
+        WORKSPACE_ID="/subscriptions/s/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw",
         DATASETS_CONTAINER=_var(main, "datasetsContainer"),
         DEADLETTER_CONTAINER=_var(main, "deadLetterContainer"),
     )
     return values
 
 
-def _run_post_deploy(fake_cli: dict[str, Path], values: dict[str, str], keys: dict[str, str]) -> tuple[
-    subprocess.CompletedProcess[str], list[list[str]]
-]:
+def _run_post_deploy(
+    fake_cli: dict[str, Path], values: dict[str, str], keys: dict[str, str], deadletter_identity: str = "SystemAssigned"
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     fake_cli["values"].write_text("".join(f'{name}="{value}"\n' for name, value in values.items()))
     env = {
         **os.environ,
         "PATH": f"{fake_cli['bin']}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_AZ_DEADLETTER_IDENTITY": deadletter_identity,
         "FAKE_AZD_VALUES": str(fake_cli["values"]),
         "FAKE_AZ_LOG": str(fake_cli["log"]),
         "FAKE_AZ_KEYS": json.dumps(keys),
@@ -506,23 +638,23 @@ def test_post_deploy_subscribes_the_apps_functions_with_the_apps_filters(fake_cl
     # When the post-deploy script runs
     result, calls = _run_post_deploy(fake_cli, values, keys)
 
-    # Then it succeeds and creates exactly two event subscriptions
+    # Then it succeeds and creates exactly two event subscriptions, one on each event source
     assert result.returncode == 0, result.stderr
-    creates = [_options(args) for args in calls if args[:4] == ["eventgrid", "system-topic", "event-subscription",
-                                                               "create"]]
+    creates = [_options(args) for args in calls if args[:3] == ["eventgrid", "event-subscription", "create"]]
     assert len(creates) == 2
     storage, jobs = creates
-    deadletter = f"{values['STORAGE_ACCOUNT_ID']}/blobServices/default/containers/{values['DEADLETTER_CONTAINER']}"
     datasets = Settings.model_fields["datasets_container"].default
 
     # And blob uploads to the datasets container go to the blob trigger, through the blobs extension webhook
-    assert storage["--resource-group"] == [values["AZURE_RESOURCE_GROUP"]]
-    assert storage["--system-topic-name"] == [values["STORAGE_TOPIC_NAME"]]
+    assert storage["--source-resource-id"] == [values["STORAGE_ACCOUNT_ID"]]
+    assert storage["--name"] == ["datasets-to-on-dataset-uploaded"]
     assert storage["--included-event-types"] == ["Microsoft.Storage.BlobCreated"]
     assert storage["--subject-begins-with"] == [f"/blobServices/default/containers/{datasets}/"]
     blob_url = urlsplit(storage["--endpoint"][0])
     assert (blob_url.scheme, blob_url.netloc, blob_url.path) == (
-        "https", values["AZURE_FUNCTION_APP_HOSTNAME"], "/runtime/webhooks/blobs"
+        "https",
+        values["AZURE_FUNCTION_APP_HOSTNAME"],
+        "/runtime/webhooks/blobs",
     )
     blob_query = parse_qs(blob_url.query)
     assert blob_query["code"] == ["blob-key"]
@@ -534,8 +666,8 @@ def test_post_deploy_subscribes_the_apps_functions_with_the_apps_filters(fake_cl
     assert trigger["source"] == "EventGrid"
 
     # And Azure ML pipeline-job events go to the Event Grid trigger, filtered as shared/events.py expects
-    assert jobs["--resource-group"] == [values["WORKSPACE_RESOURCE_GROUP"]]
-    assert jobs["--system-topic-name"] == [values["WORKSPACE_TOPIC_NAME"]]
+    assert jobs["--source-resource-id"] == [values["WORKSPACE_ID"]]
+    assert jobs["--name"] == ["jobs-to-on-job-event"]
     assert set(jobs["--included-event-types"]) == {RUN_COMPLETED, RUN_STATUS_CHANGED}
     assert jobs["--advanced-filter"] == ["data.runType", "StringIn", PIPELINE_RUN]
     job_url = urlsplit(jobs["--endpoint"][0])
@@ -546,13 +678,73 @@ def test_post_deploy_subscribes_the_apps_functions_with_the_apps_filters(fake_cl
     assert job_function in names()
     assert [b["type"] for b in bindings(job_function)] == ["eventGridTrigger"]
 
-    # And both dead-letter to the dead-letter container with an explicit retry policy, in the azd subscription
+    # And both dead-letter to the dead-letter container through their topic's system-assigned identity (never
+    # with Event Grid's own, which the keyless account refuses), with an explicit retry policy, in the azd
+    # subscription
     for subscription in (storage, jobs):
         assert subscription["--endpoint-type"] == ["webhook"]
-        assert subscription["--deadletter-endpoint"] == [deadletter]
+        assert subscription["--deadletter-identity"] == ["systemassigned"]
+        assert subscription["--deadletter-identity-endpoint"] == [
+            "/subscriptions/s/resourceGroups/rg-dev/providers/Microsoft.Storage/storageAccounts/stx"
+            "/blobServices/default/containers/deadletter"
+        ]
+        assert "--deadletter-endpoint" not in subscription
         assert subscription["--max-delivery-attempts"] == ["30"]
         assert subscription["--event-ttl"] == ["1440"]
         assert subscription["--subscription"] == [values["AZURE_SUBSCRIPTION_ID"]]
+
+
+def test_post_deploy_reads_each_subscription_back_from_its_system_topic(fake_cli: dict[str, Path]) -> None:
+    # Given a provisioned environment whose function app has both system keys
+    values = _outputs_as_values()
+    keys = {"blobs_extension": "blob-key", "eventgrid_extension": "eg-key"}
+
+    # When the post-deploy script runs
+    result, calls = _run_post_deploy(fake_cli, values, keys)
+
+    # Then after creating each subscription on its event source, it reads that subscription from the system topic
+    # of the source (where the topic identity the Bicep grants the container role to lives) and asks for its
+    # dead-letter identity
+    assert result.returncode == 0, result.stderr
+    eventgrid = [args[:4] for args in calls if args[0] == "eventgrid"]
+    assert eventgrid == [
+        ["eventgrid", "event-subscription", "create", "--subscription"],
+        ["eventgrid", "system-topic", "event-subscription", "show"],
+        ["eventgrid", "event-subscription", "create", "--subscription"],
+        ["eventgrid", "system-topic", "event-subscription", "show"],
+    ]
+    shows = [
+        _options(args) for args in calls if args[:4] == ["eventgrid", "system-topic", "event-subscription", "show"]
+    ]
+    assert [(show["--resource-group"], show["--system-topic-name"], show["--name"]) for show in shows] == [
+        ([values["AZURE_RESOURCE_GROUP"]], [values["STORAGE_TOPIC_NAME"]], ["datasets-to-on-dataset-uploaded"]),
+        ([values["WORKSPACE_RESOURCE_GROUP"]], [values["WORKSPACE_TOPIC_NAME"]], ["jobs-to-on-job-event"]),
+    ]
+    for show in shows:
+        assert show["--query"] == ["deadLetterWithResourceIdentity.identity.type"]
+        assert show["--output"] == ["tsv"]
+        assert show["--subscription"] == [values["AZURE_SUBSCRIPTION_ID"]]
+
+
+def test_post_deploy_stops_when_a_subscription_does_not_dead_letter_with_the_topic_identity(
+    fake_cli: dict[str, Path],
+) -> None:
+    # Given a subscription that Event Grid reports without a dead-letter identity (a topic without identity, or
+    # the subscription on another topic)
+    values = _outputs_as_values()
+    keys = {"blobs_extension": "blob-key", "eventgrid_extension": "eg-key"}
+
+    # When the post-deploy script runs
+    result, calls = _run_post_deploy(fake_cli, values, keys, deadletter_identity="")
+
+    # Then it stops after the first subscription, naming it, its topic and what to do
+    assert result.returncode == 1
+    assert (
+        f"event subscription datasets-to-on-dataset-uploaded is not on system topic {values['STORAGE_TOPIC_NAME']}"
+        f" (resource group {values['AZURE_RESOURCE_GROUP']})"
+    ) in result.stderr
+    assert "run 'azd provision', then this script again" in result.stderr
+    assert sum(args[:3] == ["eventgrid", "event-subscription", "create"] for args in calls) == 1
 
 
 def test_post_deploy_stops_with_a_clear_error_when_a_system_key_is_missing(fake_cli: dict[str, Path]) -> None:
@@ -568,9 +760,11 @@ def test_post_deploy_stops_with_a_clear_error_when_a_system_key_is_missing(fake_
     assert "not indexed yet" in result.stderr
     key_queries = [args for args in calls if args[:3] == ["functionapp", "keys", "list"]]
     assert [args[args.index("--query") + 1] for args in key_queries] == [
-        "systemKeys.blobs_extension", "systemKeys.eventgrid_extension", "systemKeys.eventgrid_extension"
+        "systemKeys.blobs_extension",
+        "systemKeys.eventgrid_extension",
+        "systemKeys.eventgrid_extension",
     ]
-    assert sum(args[:2] == ["eventgrid", "system-topic"] for args in calls) == 1
+    assert sum(args[:3] == ["eventgrid", "event-subscription", "create"] for args in calls) == 1
 
 
 def test_post_deploy_stops_with_a_clear_error_when_not_provisioned(fake_cli: dict[str, Path]) -> None:
