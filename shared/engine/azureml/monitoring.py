@@ -149,7 +149,9 @@ def activity_from(body: Any, resource_id: str, start: datetime, end: datetime) -
     def fail(reason: str) -> NoReturn:
         _not_understood(resource_id, reason)
 
-    values = _expect(body, "values", list, fail) if isinstance(body, dict) else fail("the body is not an object")
+    if not isinstance(body, dict):
+        fail("the body is not an object")
+    values = _expect(body, "values", list, fail)
     if len(values) != 1:
         fail(f"{len(values)} results for the one resource asked about")
     result = values[0]
@@ -184,8 +186,9 @@ def activity_from(body: Any, resource_id: str, start: datetime, end: datetime) -
 
     requests, last = 0, None
     for one in series:
-        points = _expect(one, "data", list, fail) if isinstance(one, dict) else fail("a time series is not an object")
-        for at, average in _minutes(points, start, end, fail):
+        if not isinstance(one, dict):
+            fail("a time series is not an object")
+        for at, average in _minutes(_expect(one, "data", list, fail), start, end, fail):
             if average > 0:
                 requests += max(1, math.ceil(average))
                 last = at if last is None or at > last else last
@@ -207,7 +210,7 @@ def _minutes(
         at = _timestamp(point.get("timeStamp"), fail)
         if at in seen:
             fail(f"two points for {at.isoformat()}")
-        if not first_allowed <= at < end:
+        if not first_allowed <= at <= end:
             fail(f"a point at {at.isoformat()}, outside the window {start.isoformat()}/{end.isoformat()}")
         others = [key for key in _OTHER_AGGREGATIONS if point.get(key) is not None]
         average = point.get("average")
@@ -221,7 +224,7 @@ def _minutes(
         if average < 0:
             fail(f"negative average {average!r} at {at.isoformat()}")
         seen[at] = float(average)
-    minute = _floor_minute(start) if _floor_minute(start) == start else _floor_minute(start) + GRAIN
+    minute = first_allowed if first_allowed == start else first_allowed + GRAIN  # the first whole minute
     while minute + GRAIN <= end:
         if minute not in seen:
             fail(f"no data point for {minute.isoformat()}")
