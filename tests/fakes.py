@@ -1,13 +1,14 @@
 """A small hand-written Engine for tests of code that drives an engine (the Azure ML service is out of reach here).
 
 It keeps jobs, models and endpoints in memory, is idempotent by name like Azure ML, records calls, and has knobs
-to inject the failures the lifecycle must survive: throttled submissions, failing deployments, a deployment that
-answers nothing (smoke test failure), and the metrics a job reports.
+to inject the failures the lifecycle must survive: throttled submissions and other throttled calls, failing
+deployments, a deployment that answers nothing or answers slowly (smoke test failure), and the metrics a job reports.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ class FakeEngine:
         self.fail_next_deployments = 0
         self.silent_deployments: set[str] = set()  # deployments that answer with an empty text
         self.deployment_states: dict[str, str] = {}  # deployment name -> provisioning state (default Succeeded)
+        self.throttled: dict[str, int] = {}  # operation (method name) -> how many of its next calls are throttled
+        self.answer_seconds: dict[str, float] = {}  # deployment name -> how long it takes to answer
         self.invocations: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
 
@@ -72,6 +75,13 @@ class FakeEngine:
     def traffic(self, endpoint_name: str) -> dict[str, int]:
         return dict(self.endpoints[endpoint_name].traffic)
 
+    def _throttle(self, operation: str) -> None:
+        """Fail this call with a transient error if `throttled` says so (as Azure Resource Manager's 429s do)."""
+        with self._lock:
+            if self.throttled.get(operation, 0) > 0:
+                self.throttled[operation] -= 1
+                raise EngineError(f"{operation}: too many requests, retry later (fake)", code="throttled")
+
     # -- jobs ------------------------------------------------------------------------------------
 
     def submit_job(self, spec: JobSpec) -> JobInfo:
@@ -99,6 +109,7 @@ class FakeEngine:
         return job
 
     def job_metrics(self, name: str) -> JobMetrics:
+        self._throttle("job_metrics")
         if name not in self.metrics:
             raise EngineError(f"job {name} has no metrics", code="metrics_not_ready", transient=False)
         return self.metrics[name]
@@ -106,6 +117,7 @@ class FakeEngine:
     # -- models ----------------------------------------------------------------------------------
 
     def register_model(self, job_name: str, model_name: str, tags: Mapping[str, str]) -> ModelRef:
+        self._throttle("register_model")
         with self._lock:
             versions = self.models.setdefault(model_name, [])
             for model in versions:
@@ -116,6 +128,7 @@ class FakeEngine:
             return model
 
     def get_model(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef | None:
+        self._throttle("get_model")
         versions = self.models.get(name, [])
         if alias is not None:
             version = self.aliases.get((name, alias))
@@ -126,11 +139,13 @@ class FakeEngine:
         return versions[-1] if versions else None
 
     def set_model_alias(self, model: ModelRef, alias: str) -> None:
+        self._throttle("set_model_alias")
         self.aliases[(model.name, alias)] = model.version
 
     # -- endpoints -------------------------------------------------------------------------------
 
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo:
+        self._throttle("create_or_update_endpoint")
         with self._lock:
             if name not in self.endpoints:
                 self.endpoints[name] = EndpointInfo(
@@ -154,9 +169,13 @@ class FakeEngine:
                 self.deployments[endpoint_name][deployment_name] = model
                 endpoint = self.endpoints[endpoint_name]
                 self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
-            return self.get_deployment(endpoint_name, deployment_name)
+            return self._deployment(endpoint_name, deployment_name)
 
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+        self._throttle("get_deployment")
+        return self._deployment(endpoint_name, deployment_name)
+
+    def _deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
         with self._lock:
             model = self.deployments.get(endpoint_name, {}).get(deployment_name)
             if model is None:
@@ -168,6 +187,7 @@ class FakeEngine:
         return f"fake log of {deployment_name} on {endpoint_name}: container exited with code 137 (out of memory)"
 
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo:
+        self._throttle("set_traffic")
         with self._lock:
             endpoint = self._endpoint(endpoint_name)
             unknown = set(traffic) - set(self.deployments[endpoint_name])
@@ -181,7 +201,14 @@ class FakeEngine:
         self._endpoint(endpoint_name)
         return EndpointKeys(primary=f"primary-{endpoint_name}", secondary=f"secondary-{endpoint_name}")
 
-    def invoke(self, endpoint_name: str, request: Mapping[str, Any], deployment_name: str | None = None) -> Any:
+    def invoke(
+        self,
+        endpoint_name: str,
+        request: Mapping[str, Any],
+        deployment_name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
         endpoint = self._endpoint(endpoint_name)
         if deployment_name is None:
             serving = [name for name, weight in endpoint.traffic.items() if weight]
@@ -191,6 +218,11 @@ class FakeEngine:
         if deployment_name not in self.deployments[endpoint_name]:
             raise EngineError(f"no deployment {deployment_name}", code="deployment_not_found", transient=False)
         self.invocations.append((endpoint_name, deployment_name))
+        seconds = self.answer_seconds.get(deployment_name, 0.0)
+        if timeout_s is not None and seconds > timeout_s:  # the client gives up when its timeout passes
+            time.sleep(timeout_s)
+            raise EngineError(f"{endpoint_name} did not answer within {timeout_s:g} s (fake)", code="scoring_timeout")
+        time.sleep(seconds)
         self.endpoints[endpoint_name] = replace(
             endpoint, request_count=endpoint.request_count + 1, last_request_at=datetime.now(UTC)
         )
@@ -200,6 +232,7 @@ class FakeEngine:
         return list(self.endpoints.values())
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:
+        self._throttle("delete_deployment")
         with self._lock:
             if endpoint_name in self.deployments and deployment_name in self.deployments[endpoint_name]:
                 del self.deployments[endpoint_name][deployment_name]

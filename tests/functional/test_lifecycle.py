@@ -231,8 +231,11 @@ def test_an_engine_error_during_deploy_is_retried_then_recorded(ctx: AppContext,
     on_job_event(event_for(run.run_id))
     record = ctx.ledger.get(run.run_id)
     assert record.state == RunState.FAILED
-    assert [(a.stage, a.code) for a in record.attempts] == [("deploy", "engine_error")] * 3
+    assert [(a.stage, a.operation, a.code) for a in record.attempts] == [
+        ("deploy", "create_deployment", "engine_error")
+    ] * 3
     assert record.error.message == "quota exceeded for the instance type (fake)"
+    assert record.history[-1].reason == "deploy failed: create_deployment: engine_error"
 
 
 def test_a_transient_deploy_error_then_success_deploys(ctx: AppContext, engine: FakeEngine):
@@ -243,8 +246,11 @@ def test_a_transient_deploy_error_then_success_deploys(ctx: AppContext, engine: 
         on_job_event(event_for(run.run_id))
     on_job_event(event_for(run.run_id))
 
-    assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYED
+    record = ctx.ledger.get(run.run_id)
+    assert record.state == RunState.DEPLOYED
     assert engine.deployments_created == 1
+    # the failure stays on the run as history, resolved by the success that followed
+    assert [(a.operation, a.resolved_at is not None) for a in record.attempts] == [("create_deployment", True)]
 
 
 def deployed_run(ctx: AppContext, engine: FakeEngine) -> RunRecord:
