@@ -1,5 +1,6 @@
-"""The Engine contract, run against the Azure ML adapter over the recording fake of the service (tests/engine/
-azureml_fake.py): the same behaviour the local engine shows, through the azure-ai-ml entities the adapter builds."""
+"""The Engine contract, run against the Azure ML adapter over the HTTP-level fake of the service
+(tests/engine/azureml_service/): azure-ai-ml's real clients serialize, poll and map errors, answered with the
+service's recorded shapes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 from shared.engine.azureml.engine import AzureMLConfig, AzureMLEngine
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.finetune import parameters_for
-from tests.engine.azureml_fake import BASE_MODEL_ID, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, FakeAzureML
+from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
+from tests.engine.azureml_service.service import AzureMLService
 from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
+
+BASE_MODEL_ID = "azureml://registries/azureml/models/Phi-4/versions/8"
 
 
 def azureml_config(**changes: object) -> AzureMLConfig:
@@ -28,32 +32,34 @@ def azureml_config(**changes: object) -> AzureMLConfig:
         "datastore": "ftautopilot",
         "datasets_container": "datasets",
         "experiment_name": "ft-autopilot",
-        "inference_instance_type": "Standard_NC6s_v3",
+        "inference_instance_type": None,
         "idle_window": timedelta(minutes=60),
     }
     return AzureMLConfig(**{**values, **changes})
 
 
-def adapter_over(service: FakeAzureML, **config_changes: object) -> AzureMLEngine:
+def adapter_over(service: AzureMLService, **config_changes: object) -> AzureMLEngine:
+    """The adapter as AzureMLEngine.connect builds it, with the clients reaching the fake instead of Azure."""
+    workspace, registry = service.clients()
     return AzureMLEngine(
         azureml_config(**config_changes),
-        service.workspace,
-        service.registry,
+        workspace,
+        registry,
         credential=service.credential,
-        metrics=service.metrics,
+        metrics=service.metrics.client(),
         tracking_get=service.tracking_get,
     )
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[FakeAzureML]:
-    service = FakeAzureML()
+def service() -> Iterator[AzureMLService]:
+    service = AzureMLService()
     yield service
     service.close()
 
 
 @pytest.fixture(scope="module")
-def engine(service: FakeAzureML) -> AzureMLEngine:
+def engine(service: AzureMLService) -> AzureMLEngine:
     return adapter_over(service)
 
 

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from shared.engine.azureml.foundation import (
@@ -283,7 +284,7 @@ class AzureMLEngine:
             cluster = self._get_or_none(lambda: self._workspace.compute.get(config.compute), "get compute")
             if cluster is None:
                 raise ComputeNotUsable(f"compute {config.compute} (AZUREML_COMPUTE) does not exist in the workspace")
-            check_cluster_state(config.compute, getattr(cluster, "provisioning_state", None))
+            check_cluster_state(config.compute, state_text(getattr(cluster, "provisioning_state", None)))
             size, name = cluster.size, config.compute
         check_compute_size(size, model.finetune_allow_list)
         with translated("list the workspace's VM sizes"):
@@ -335,7 +336,7 @@ class AzureMLEngine:
             yield from self._descendants(child.name, depth - 1)
 
     def _job_info(self, job: Any) -> JobInfo:
-        raw = str(getattr(job, "status", "") or "")
+        raw = state_text(getattr(job, "status", None))
         status = _JOB_STATUSES.get(raw.lower(), JobStatus.RUNNING)
         error = None
         if status in (JobStatus.FAILED, JobStatus.CANCELED):
@@ -418,7 +419,7 @@ class AzureMLEngine:
 
         endpoints = self._workspace.online_endpoints
         existing = self._get_or_none(lambda: endpoints.get(name), f"get endpoint {name}")
-        if existing is not None and str(existing.provisioning_state or "").lower() == "deleting":
+        if existing is not None and state_text(existing.provisioning_state).lower() == "deleting":
             raise EngineError(f"endpoint {name} is still being deleted; retried later", code="endpoint_busy")
         if existing is not None:
             return self._endpoint_info(existing)
@@ -465,7 +466,7 @@ class AzureMLEngine:
             return None
         tags = found.tags or {}
         model = ModelRef(name=tags.get("model", str(found.model)), version=tags.get("model_version", ""))
-        state = str(getattr(found, "provisioning_state", None) or "Creating")
+        state = state_text(getattr(found, "provisioning_state", None)) or "Creating"
         return DeploymentInfo(name=deployment_name, endpoint_name=endpoint_name, model=model, state=state)
 
     def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str:
@@ -619,6 +620,14 @@ def run_pipeline_spec(
         test_uri=config.data_uri(spec.data.container, spec.data.test_blob),
         tags={**spec.tags, RUN_TAG: spec.run_id},
     )
+
+
+def state_text(value: Any) -> str:
+    """A state as the service spells it. The SDK gives some as enums (a deployment's provisioning_state is a
+    DeploymentProvisioningState), whose str() is "DeploymentProvisioningState.CREATING", not "Creating"."""
+    if value is None:
+        return ""
+    return str(value.value) if isinstance(value, Enum) else str(value)
 
 
 def model_version_for(job_name: str) -> str:
