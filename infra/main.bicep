@@ -37,8 +37,8 @@ param workspaceTopicName string = ''
 
 // What the app does with it (app settings; see local.settings.json.example).
 @minLength(1)
-@description('BASE_MODEL_ID: the registry model to fine-tune, e.g. azureml://registries/azureml/models/<name>/versions/<v>.')
-param baseModelId string
+@description('BASE_MODEL_ID: the registry model to fine-tune, azureml://registries/azureml/models/<name>/versions/<v>.')
+param baseModelId string = 'azureml://registries/azureml/models/Phi-4/versions/8'
 
 @description('AZUREML_COMPUTE: a GPU cluster name, or serverless.')
 param computeName string = 'serverless'
@@ -46,8 +46,8 @@ param computeName string = 'serverless'
 @description('AZUREML_FINETUNE_INSTANCE_TYPE: the fine-tuning VM size with serverless compute.')
 param finetuneInstanceType string = 'Standard_NC24ads_A100_v4'
 
-@description('AZUREML_INFERENCE_INSTANCE_TYPE: the VM size of each online deployment.')
-param inferenceInstanceType string = 'Standard_NC6s_v3'
+@description('AZUREML_INFERENCE_INSTANCE_TYPE: the VM size of each online deployment; empty: the cheapest current size in the base model\'s inference list.')
+param inferenceInstanceType string = ''
 
 @description('AZUREML_PIPELINE_VERSION: the pinned chat_completion_pipeline component version.')
 param pipelineVersion string = '0.0.82'
@@ -165,6 +165,7 @@ module functionApp 'app/function.bicep' = {
       AZUREML_FINETUNE_INSTANCE_TYPE: finetuneInstanceType
       AZUREML_DATASTORE: datastoreName
       AZUREML_PIPELINE_VERSION: pipelineVersion
+      // Empty: the app picks the cheapest current size in the base model's inference list.
       AZUREML_INFERENCE_INSTANCE_TYPE: inferenceInstanceType
       BASE_MODEL_ID: baseModelId
       DATASETS_CONTAINER: datasetsContainer

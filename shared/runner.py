@@ -141,10 +141,12 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
     model's YAML) that model is the base model, checked as the service would: a refusal gets the report and no job."""
     from shared.engine.azureml.dry_run import offline_pipeline_job  # azure.ai.ml: imported only for a dry run
     from shared.engine.azureml.engine import AzureMLConfig
-    from shared.engine.azureml.foundation import BaseModelUnavailable, ComputeNotUsable
+    from shared.engine.azureml.foundation import BaseModelUnavailable, ComputeNotUsable, parse_base_model_id
 
     config = AzureMLConfig.from_settings(settings, require_workspace=False)
     model, notes = None, []
+    if model_file is None:
+        parse_base_model_id(config.base_model_id, config.registry_name)  # a bad setting is bad usage: exit 2
     if model_file is not None:
         model = read_model_file(model_file, config.registry_name)
         if model.id.lower() != settings.base_model_id.strip().lower():

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The blob trigger's `connection` names this app setting (or its `__blobServiceUri` form for managed identity).
 STORAGE_CONNECTION_SETTING = "DatasetStorage"
+
+
+def _empty_is_unset(value: Any) -> Any:
+    """An app setting written empty (the template writes every setting) means "not set"."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 class Settings(BaseSettings):
@@ -24,7 +29,7 @@ class Settings(BaseSettings):
     engine: Literal["local", "azureml"] = Field("local", alias="AUTOPILOT_ENGINE")
     local_base_model: str = Field("smollm2-135m-instruct", alias="LOCAL_BASE_MODEL")
     base_model_id: str = Field(
-        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15", alias="BASE_MODEL_ID"
+        "azureml://registries/azureml/models/Phi-4/versions/8", alias="BASE_MODEL_ID"
     )
     local_state_dir: Path = Field(Path(".state"), alias="LOCAL_STATE_DIR")
     # Where the local engine POSTs its Azure ML-shaped job events: the Functions Event Grid webhook of on_job_event
@@ -90,7 +95,9 @@ class Settings(BaseSettings):
     azureml_datastore: str = Field("ftautopilot", alias="AZUREML_DATASTORE")
     azureml_experiment_name: str = Field("ft-autopilot", alias="AZUREML_EXPERIMENT_NAME")
     # Unset: the cheapest current size in the base model's inference list (NCv3, the notebook's old default, retires).
-    azureml_inference_instance_type: str | None = Field(None, alias="AZUREML_INFERENCE_INSTANCE_TYPE")
+    azureml_inference_instance_type: Annotated[str | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, alias="AZUREML_INFERENCE_INSTANCE_TYPE"
+    )
 
     @model_validator(mode="after")
     def _overrides_are_parameters(self) -> Settings:

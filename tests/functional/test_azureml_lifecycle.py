@@ -1,5 +1,5 @@
-"""The app's triggers driving the Azure ML adapter: real Azurite and function handlers, the recording fake of the
-Azure ML service (tests/engine/azureml_fake.py) behind the adapter.
+"""The app's triggers driving the Azure ML adapter: real Azurite and function handlers, the HTTP-level fake of the
+Azure ML service (tests/engine/azureml_service/) behind azure-ai-ml's real clients.
 
 What is checked is the adapter's call sequence against the service, as the lifecycle drives it: one submission for
 duplicated deliveries, get-or-create registration, a deployment begun at 0% and followed by the sweep until it has
@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
-from azure.ai.ml.entities import ManagedOnlineEndpoint
 from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
@@ -25,8 +24,10 @@ from shared.errors import EngineError
 from shared.lifecycle import cancel_run
 from shared.runs import RunRecord, RunState
 from shared.settings import Settings
-from tests.engine.azureml_fake import BASE_MODEL_ID, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID, FakeAzureML
-from tests.engine.test_azureml_engine_contract import adapter_over
+from tests.engine.azureml_service import recorded
+from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID
+from tests.engine.azureml_service.service import AzureMLService
+from tests.engine.test_azureml_engine_contract import BASE_MODEL_ID, adapter_over
 from tests.functional.test_intake import VALID, upload
 from tests.functional.test_lifecycle import COMPLETED, submitted_run
 from tests.registered import function
@@ -51,14 +52,14 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def service() -> Iterator[FakeAzureML]:
-    service = FakeAzureML()
+def service() -> Iterator[AzureMLService]:
+    service = AzureMLService()
     yield service
     service.close()
 
 
 @pytest.fixture
-def engine(service: FakeAzureML, settings: Settings) -> AzureMLEngine:
+def engine(service: AzureMLService, settings: Settings) -> AzureMLEngine:
     return adapter_over(service, datasets_container=settings.datasets_container, compute="gpu-a100")
 
 
@@ -81,17 +82,23 @@ def sweep() -> None:
     sweep_idle_endpoints(TimerRequest(past_due=False))
 
 
-def trained_run(ctx: AppContext, service: FakeAzureML, name: str = "train.jsonl", data: bytes = VALID) -> RunRecord:
+def trained_run(ctx: AppContext, service: AzureMLService, name: str = "train.jsonl", data: bytes = VALID) -> RunRecord:
     record = submitted_run(ctx, name, data)
-    service.workspace.jobs.jobs[record.run_id].status = "Completed"
+    service.set_job_status(record.run_id, "Completed")
     return record
 
 
-def deployed_run(ctx: AppContext, service: FakeAzureML, name: str, data: bytes) -> RunRecord:
+def deployed_run(ctx: AppContext, service: AzureMLService, name: str, data: bytes) -> RunRecord:
     record = trained_run(ctx, service, name, data)
     on_job_event(job_finished(record.run_id))
     sweep()
     return ctx.ledger.get(record.run_id)
+
+
+def node_inputs(service: AzureMLService, run_id: str) -> dict:
+    """The chat_completion_pipeline node's inputs, as the SDK sent them in the job's PUT body."""
+    (node,) = service.job_requests[run_id]["properties"]["jobs"].values()
+    return node["inputs"]
 
 
 def test_duplicated_deliveries_submit_one_pipeline_job_with_the_models_defaults(ctx: AppContext, service):
@@ -106,14 +113,85 @@ def test_duplicated_deliveries_submit_one_pipeline_job_with_the_models_defaults(
     assert service.calls.index(("jobs.get", record.run_id)) < service.calls.index(
         ("jobs.create_or_update", record.run_id)
     )
-    # and Phi-3's model_specific_defaults went over the app's defaults, as in the notebook
-    (node,) = service.workspace.jobs.bodies[record.run_id]["properties"]["jobs"].values()
-    assert node["inputs"]["num_train_epochs"]["value"] == "1"
-    assert node["inputs"]["precision"]["value"] == "16"
-    assert node["inputs"]["compute_finetune"]["value"] == "gpu-a100"
-    assert node["inputs"]["train_file_path"]["uri"] == (
+    # and Phi-4's model_specific_defaults went over the app's defaults, as in the notebook
+    inputs = node_inputs(service, record.run_id)
+    assert inputs["num_train_epochs"]["value"] == "1"
+    assert inputs["precision"]["value"] == "16"
+    assert inputs["deepspeed_stage"]["value"] == "3"
+    assert inputs["compute_finetune"]["value"] == "gpu-a100"
+    assert inputs["train_file_path"]["uri"] == (
         f"azureml://datastores/ftautopilot/paths/prepared/{record.run_id}/train.jsonl"
     )
+    # and the node references the registry component, with the model as an mlflow_model input
+    (node,) = service.job_requests[record.run_id]["properties"]["jobs"].values()
+    assert node["componentId"] == "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
+    assert inputs["mlflow_model_path"] == {"uri": BASE_MODEL_ID, "job_input_type": "mlflow_model"}
+    assert record.warnings == []
+
+
+def test_model_defaults_the_component_lacks_are_dropped_and_listed_on_the_run(ctx: AppContext, settings, service):
+    # given the walk-through's Phi-3 as the registry serves it, but not archived: its defaults name
+    # learning_rate_min and learning_rate_max, which chat_completion_pipeline 0.0.82 has no input for
+    phi3 = recorded.spec_document(recorded.PHI3_SPEC)
+    phi3["isArchived"] = False
+    del phi3["system_metadata"]["deprecation"]
+    service.put_registry_model(phi3)
+    ctx.engine_factory = lambda: adapter_over(
+        service,
+        datasets_container=settings.datasets_container,
+        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+    )
+
+    # when a dataset arrives
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    # then the job is submitted without them, and the run says which were left out, with their values
+    (record,) = ctx.ledger.list()
+    assert record.state == RunState.SUBMITTED
+    inputs = node_inputs(service, record.run_id)
+    assert "learning_rate_min" not in inputs and "learning_rate_max" not in inputs
+    assert inputs["learning_rate"]["value"] == "5e-6"
+    (warning,) = record.warnings
+    assert warning.code == "model_defaults_dropped"
+    assert "learning_rate_max='5e-5', learning_rate_min='5e-7'" in warning.message
+
+
+def test_an_archived_base_model_fails_the_run_naming_the_setting_and_the_flag(ctx: AppContext, settings, service):
+    # given the walk-through's Phi-3 exactly as its spec stands: isArchived true, retired 2025-08-30
+    service.put_registry_model(recorded.spec_document(recorded.PHI3_SPEC))
+    ctx.engine_factory = lambda: adapter_over(
+        service,
+        datasets_container=settings.datasets_container,
+        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+    )
+
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    (record,) = ctx.ledger.list()
+    assert record.state == RunState.FAILED
+    assert record.error.code == "base_model_unavailable"
+    assert "BASE_MODEL_ID" in record.error.message and "isArchived: true" in record.error.message
+    assert "2025-08-30" in record.error.message
+    assert service.count("jobs.create_or_update") == 0
+
+
+def test_a_base_model_past_its_fine_tune_retirement_date_is_refused(ctx: AppContext, settings, service):
+    # given a model not archived yet, whose fine-tune retirement date has passed
+    phi3 = recorded.spec_document(recorded.PHI3_SPEC)
+    phi3["isArchived"] = False
+    service.put_registry_model(phi3)
+    ctx.engine_factory = lambda: adapter_over(
+        service,
+        datasets_container=settings.datasets_container,
+        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+    )
+
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    (record,) = ctx.ledger.list()
+    assert record.error.code == "base_model_unavailable"
+    assert "retired for fine-tuning on 2025-08-30" in record.error.message
+    assert "finetuneRetirementDate" in record.error.message
 
 
 def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_provisions(ctx: AppContext, service):
@@ -127,14 +205,17 @@ def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_prov
     run = ctx.ledger.get(record.run_id)
     assert run.state == RunState.DEPLOYING
     assert service.count("models.create_or_update") == 1
-    (model,) = service.workspace.models.models.values()
-    assert model.path == f"azureml://jobs/{record.run_id}/outputs/trained_model" and model.type == "mlflow_model"
-    deployment = service.workspace.online_deployments.of(run.endpoint.name)[run.endpoint.deployment]
-    assert deployment.instance_type == "Standard_NC6s_v3" and deployment.instance_count == 1
-    assert deployment.liveness_probe.initial_delay == 600
-    assert deployment.request_settings.request_timeout_ms == 90000
-    assert service.workspace.online_endpoints.endpoints[run.endpoint.name].traffic == {}  # 0% is not stored
-    assert service.workspace.online_endpoints.endpoints[run.endpoint.name].auth_mode == "key"
+    (model,) = service.models.values()
+    assert model["properties"]["modelUri"] == f"azureml://jobs/{record.run_id}/outputs/trained_model"
+    assert model["properties"]["modelType"] == "mlflow_model"
+    deployment = service.deployments[run.endpoint.name][run.endpoint.deployment]
+    # the size is the cheapest current one in Phi-4's inference list (it lists no NCv3 or T4)
+    assert deployment["sku"] == {"name": "Default", "capacity": 1}
+    assert deployment["properties"]["instanceType"] == "Standard_NC24ads_A100_v4"
+    assert deployment["properties"]["livenessProbe"]["initialDelay"] == "PT10M"
+    assert deployment["properties"]["requestSettings"]["requestTimeout"] == "PT1M30S"
+    assert service.traffic(run.endpoint.name) == {}  # 0% is not stored
+    assert service.endpoints[run.endpoint.name]["properties"]["authMode"] == "Key"
     assert service.scoring.requests == {}, "no smoke test before the deployment is ready"
 
     # when the sweep looks again, after the deployment has provisioned
@@ -144,13 +225,13 @@ def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_prov
     run = ctx.ledger.get(record.run_id)
     assert run.state == RunState.DEPLOYED, run.history[-1].reason
     assert service.scoring.pinned == [run.endpoint.deployment]
-    assert service.workspace.online_endpoints.endpoints[run.endpoint.name].traffic == {run.endpoint.deployment: 100}
+    assert service.traffic(run.endpoint.name) == {run.endpoint.deployment: 100}
     assert run.smoke_test.answer == f"Hello from {run.endpoint.deployment}."
-    assert run.endpoint.name.startswith("ep-phi-3-mini-4k-instruct-") and len(run.endpoint.name) <= 32
+    assert run.endpoint.name.startswith("ep-phi-4-") and len(run.endpoint.name) <= 32
 
     # and the model is the champion (a tag: Azure ML models have no aliases)
-    (model,) = service.workspace.models.models.values()
-    assert model.tags["ft-autopilot-alias"] == "champion"
+    (model,) = service.models.values()
+    assert model["properties"]["tags"]["ft-autopilot-alias"] == "champion"
 
     # and a late duplicate of the event changes nothing
     calls_before = len(service.calls)
@@ -175,10 +256,8 @@ def test_a_second_model_replaces_the_first_and_the_previous_deployment_is_delete
     shift = calls.index(("online_endpoints.begin_create_or_update", second.endpoint.name), created)
     retire = calls.index(("online_deployments.begin_delete", first.endpoint.deployment))
     assert created < shift < retire
-    assert set(service.workspace.online_deployments.of(second.endpoint.name)) == {second.endpoint.deployment}
-    assert service.workspace.online_endpoints.endpoints[second.endpoint.name].traffic == {
-        second.endpoint.deployment: 100
-    }
+    assert service.deployment_names(second.endpoint.name) == {second.endpoint.deployment}
+    assert service.traffic(second.endpoint.name) == {second.endpoint.deployment: 100}
 
 
 def test_a_failed_smoke_test_rolls_back_and_leaves_the_traffic_where_it_was(ctx: AppContext, service):
@@ -192,9 +271,8 @@ def test_a_failed_smoke_test_rolls_back_and_leaves_the_traffic_where_it_was(ctx:
     rolled_back = ctx.ledger.get(second.run_id)
     assert rolled_back.state == RunState.ROLLED_BACK
     assert rolled_back.error.code == "smoke_test_failed"
-    endpoint = service.workspace.online_endpoints.endpoints[first.endpoint.name]
-    assert endpoint.traffic == {first.endpoint.deployment: 100}
-    assert set(service.workspace.online_deployments.of(first.endpoint.name)) == {first.endpoint.deployment}
+    assert service.traffic(first.endpoint.name) == {first.endpoint.deployment: 100}
+    assert service.deployment_names(first.endpoint.name) == {first.endpoint.deployment}
 
 
 def test_a_deployment_that_fails_to_provision_is_rolled_back_with_its_logs(ctx: AppContext, service):
@@ -212,23 +290,25 @@ def test_a_deployment_that_fails_to_provision_is_rolled_back_with_its_logs(ctx: 
     assert run.error.code == "deployment_failed"
     assert "exited with code 137 (out of memory)" in run.error.message
     assert ("online_deployments.get_logs", run.endpoint.deployment) in service.calls
-    assert service.workspace.online_deployments.of(run.endpoint.name) == {}
+    assert service.deployment_names(run.endpoint.name) == set()
 
 
 def test_the_sweep_tears_down_idle_managed_endpoints_only(ctx: AppContext, service, engine: AzureMLEngine):
     # given a deployed endpoint that just answered the smoke test, and two more without any request
     busy = deployed_run(ctx, service, "train.jsonl", VALID)
     engine.create_or_update_endpoint("ep-idle-managed", {MANAGED_TAG: "true"})
-    service.workspace.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="ep-someone-elses"))
+    someone_elses = service.clients()[0]
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    someone_elses.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="ep-someone-elses")).result()
 
     # when the sweep runs (the endpoints were created three hours ago, the idle window is an hour)
     sweep()
 
     # then only the idle endpoint the app manages is gone; models stay registered
-    remaining = set(service.workspace.online_endpoints.endpoints)
-    assert remaining == {busy.endpoint.name, "ep-someone-elses"}
+    assert set(service.endpoints) == {busy.endpoint.name, "ep-someone-elses"}
     assert ("online_endpoints.begin_delete", "ep-idle-managed") in service.calls
-    assert len(service.workspace.models.models) == 1
+    assert len(service.models) == 1
     assert ctx.ledger.get(busy.run_id).state == RunState.DEPLOYED
 
 
@@ -241,14 +321,14 @@ def test_an_endpoint_whose_activity_cannot_be_read_is_kept(ctx: AppContext, serv
     sweep()
 
     # then nothing is deleted on missing information
-    assert "ep-idle-managed" in service.workspace.online_endpoints.endpoints
+    assert "ep-idle-managed" in service.endpoints
     assert service.count("online_endpoints.begin_delete") == 0
 
 
 def test_an_endpoint_still_being_deleted_is_busy_not_reused(service, engine: AzureMLEngine):
     # given an endpoint the idle sweep began to delete a moment ago
     engine.create_or_update_endpoint("ep-going", {MANAGED_TAG: "true"})
-    service.workspace.online_endpoints.endpoints["ep-going"]._provisioning_state = "Deleting"
+    service.endpoints["ep-going"]["properties"]["provisioningState"] = "Deleting"
 
     # when a restore or a new deployment asks for it, the answer is a transient error, retried later
     with pytest.raises(EngineError) as raised:
@@ -259,7 +339,7 @@ def test_an_endpoint_still_being_deleted_is_busy_not_reused(service, engine: Azu
 def test_a_job_that_missed_heartbeats_is_still_running(ctx: AppContext, service, engine: AzureMLEngine):
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
     (record,) = ctx.ledger.list()
-    service.job_script = ("NotResponding",)
+    service.set_job_status(record.run_id, "NotResponding")
 
     assert engine.get_job(record.run_id).status == JobStatus.RUNNING
 
@@ -273,8 +353,8 @@ def test_an_idle_deployed_endpoint_is_torn_down_and_its_run_keeps_what_restore_n
     torn_down = ctx.ledger.get(run.run_id)
     assert torn_down.state == RunState.TORN_DOWN
     assert torn_down.model is not None and torn_down.endpoint.name == run.endpoint.name
-    assert run.endpoint.name not in service.workspace.online_endpoints.endpoints
-    assert len(service.workspace.models.models) == 1
+    assert run.endpoint.name not in service.endpoints
+    assert len(service.models) == 1
 
 
 def test_a_canceled_run_cancels_its_pipeline_job(ctx: AppContext, service):
@@ -285,10 +365,11 @@ def test_a_canceled_run_cancels_its_pipeline_job(ctx: AppContext, service):
 
     assert canceled.state == RunState.CANCELED
     assert ("jobs.begin_cancel", record.run_id) in service.calls
+    assert service.jobs[record.run_id]["properties"]["status"] == "Canceled"
 
 
 def test_a_missing_base_model_fails_the_run_with_the_setting_named(ctx: AppContext, service):
-    service.registry.models.present = False
+    service.registry_models.clear()
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 
@@ -301,8 +382,8 @@ def test_a_missing_base_model_fails_the_run_with_the_setting_named(ctx: AppConte
 def test_the_latest_label_of_a_model_without_active_versions_is_reported_as_unavailable(
     ctx: AppContext, settings, service
 ):
-    # given BASE_MODEL_ID by label, and a registry where that model has no active version (archived)
-    service.registry.models.present = False
+    # given BASE_MODEL_ID by label, and a registry where that model's only version is archived
+    service.put_registry_model(recorded.spec_document(recorded.PHI3_SPEC))
     ctx.engine_factory = lambda: adapter_over(
         service,
         datasets_container=settings.datasets_container,
@@ -311,7 +392,7 @@ def test_the_latest_label_of_a_model_without_active_versions_is_reported_as_unav
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 
-    # then the SDK's ValidationException is read as "not there", not as a bad request
+    # then the SDK's answer for a label with no active version is read as "not there", not as a bad request
     (record,) = ctx.ledger.list()
     assert record.error.code == "base_model_unavailable"
     assert ("registry.models.get", "Phi-3-mini-4k-instruct:latest") in service.calls
@@ -332,7 +413,7 @@ def test_a_serving_size_the_model_cannot_use_fails_the_run_before_training(ctx: 
 
 def test_an_unusable_cluster_fails_the_run_before_anything_is_submitted(ctx: AppContext, service):
     # given the configured cluster is of a size outside the model's fine-tuning allow-list
-    service.workspace.compute.clusters["gpu-a100"].size = "Standard_NC6"
+    service.computes["gpu-a100"] = ("Standard_NC6", "Succeeded")
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 
@@ -344,4 +425,6 @@ def test_an_unusable_cluster_fails_the_run_before_anything_is_submitted(ctx: App
 
 def test_the_idle_window_is_older_than_the_requests_the_fake_counts():
     # a guard on this module's premise: endpoints are created three hours before now
-    assert FakeAzureML().started < datetime.now(UTC) - timedelta(hours=2)
+    service = AzureMLService()
+    assert service.started < datetime.now(UTC) - timedelta(hours=2)
+    service.close()

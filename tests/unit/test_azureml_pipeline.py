@@ -3,6 +3,8 @@ receives it; the base model and compute rules; SDK errors as the app's codes. No
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
 from azure.core.exceptions import (
@@ -19,7 +21,6 @@ from shared.engine.azureml.foundation import (
     ComputeNotUsable,
     check_cluster_state,
     check_compute_size,
-    foundation_model,
     gpus_per_node,
     parse_base_model_id,
 )
@@ -35,10 +36,8 @@ from shared.engine.azureml.pipeline import (
 from shared.engine.azureml.sdk_errors import translate
 from shared.errors import EngineError
 from shared.finetune import FineTuneParameters
-from tests.engine.azureml_fake import PHI3_DEFAULTS, FakeAzureML
 
 MODEL_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
-NOTEBOOK_DEFAULTS = {"model_specific_defaults": PHI3_DEFAULTS}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +53,7 @@ def notebook_job(component, parameters: FineTuneParameters | None = None, model_
         model_id=MODEL_ID,
         parameters=parameters or FineTuneParameters(),
         model_defaults=model_defaults or {},
+        component_inputs=list(component.inputs),
         compute=compute or FinetuneCompute(name="gpu-cluster-big", gpus_per_node=8),
         train_uri="azureml://datastores/ftautopilot/paths/prepared/ft-0123456789ab/train.jsonl",
         test_uri="azureml://datastores/ftautopilot/paths/prepared/ft-0123456789ab/test.jsonl",
@@ -155,29 +155,33 @@ def test_serverless_compute_names_the_instance_type(component):
     assert inputs["number_of_gpu_to_use_finetuning"] == "2"
 
 
-def test_an_input_the_component_lacks_is_refused_before_submission(component):
+def test_a_model_default_the_component_lacks_is_left_out_and_listed(component):
+    # given model defaults naming an input the pinned component does not have
+    spec, body = notebook_job(component, model_defaults={"no_such_input": 1, "num_train_epochs": 2})
+
+    # then the job is built without it, the other default applied, and the spec lists what was left out
+    assert "no_such_input" not in literal_inputs(body)
+    assert literal_inputs(body)["num_train_epochs"] == "2"
+    assert spec.dropped_defaults == {"no_such_input": 1}
+    assert spec.dropped_defaults_warning("0.0.82") == (
+        "the base model's model_specific_defaults name what chat_completion_pipeline 0.0.82 has no input for; "
+        "left out: no_such_input=1"
+    )
+
+
+def test_an_input_the_component_lacks_is_still_refused_before_submission(component):
+    # given a spec whose inputs name something the component does not take (not a model default: ours)
+    spec, _ = notebook_job(component)
+    broken = replace(spec, inputs={**spec.inputs, "no_such_input": "1"})
+
     with pytest.raises(EngineError) as raised:
-        notebook_job(component, model_defaults={"no_such_input": 1})
+        build_pipeline_job(component, broken)
 
     assert raised.value.code == "azureml_invalid_job" and "no_such_input" in raised.value.message
     assert raised.value.transient is False
 
 
 # -- model-specific defaults ----------------------------------------------------------------------------------
-
-
-def test_the_models_defaults_go_over_the_app_defaults_as_in_the_notebook():
-    # given Phi-3's model_specific_defaults (num_train_epochs 1, precision 16 as an int, apply_lora 'true')
-    fetched = FakeAzureML().registry.models.get("Phi-3-mini-4k-instruct", version="15")
-    model = foundation_model(BaseModelRef("azureml", "Phi-3-mini-4k-instruct", "15"), fetched)
-
-    # when merged with the app's defaults
-    inputs = merge_model_defaults(FineTuneParameters(), model.finetune_defaults)
-
-    # then the model's values win, typed as the component wants them
-    assert inputs["num_train_epochs"] == 1
-    assert inputs["precision"] == "16" and inputs["deepspeed_stage"] == "2"
-    assert inputs["apply_lora"] == "true" and inputs["apply_deepspeed"] == "true"
 
 
 def test_a_run_override_beats_the_models_default():
@@ -223,29 +227,6 @@ def test_a_base_model_id_that_is_not_a_registry_id_names_the_setting():
         parse_base_model_id("https://huggingface.co/microsoft/phi-3", "azureml")
 
     assert raised.value.code == "base_model_unavailable" and "BASE_MODEL_ID" in raised.value.message
-
-
-def test_an_archived_base_model_is_refused_with_the_setting_named():
-    service = FakeAzureML()
-    service.registry.models.archived = True
-    fetched = service.registry.models.get("Phi-3-mini-4k-instruct", version="15")
-
-    with pytest.raises(BaseModelUnavailable) as raised:
-        foundation_model(BaseModelRef("azureml", "Phi-3-mini-4k-instruct", "15"), fetched)
-
-    assert "archived" in raised.value.message and "BASE_MODEL_ID" in raised.value.message
-    assert raised.value.transient is False
-
-
-def test_allow_lists_are_read_from_system_metadata_then_tags():
-    service = FakeAzureML()
-    fetched = service.registry.models.get("Phi-3-mini-4k-instruct", version="15")
-    fetched.tags["inference_compute_allow_list"] = "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']"
-
-    model = foundation_model(BaseModelRef("azureml", "Phi-3-mini-4k-instruct", "15"), fetched)
-
-    assert model.finetune_allow_list == ("Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4", "Standard_ND96asr_v4")
-    assert model.inference_allow_list == ("Standard_NC6s_v3", "Standard_NC24ads_A100_v4")
 
 
 # -- compute --------------------------------------------------------------------------------------------------

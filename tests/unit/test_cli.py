@@ -126,7 +126,7 @@ def test_a_dry_run_prints_the_pipeline_job_with_the_notebooks_inputs(offline, ca
         "deepspeed_stage": "2",
     }
     assert inputs["compute_finetune"] == "serverless" and inputs["number_of_gpu_to_use_finetuning"] == "1"
-    assert result["display_name"] == "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen2048"
+    assert result["display_name"] == "Phi-4-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen2048"
     assert any("model_specific_defaults" in a for a in result["assumptions"])
 
 
@@ -172,3 +172,134 @@ def test_a_dry_run_with_a_bad_base_model_setting_exits_2_naming_it(offline, caps
 
     assert code == 2
     assert "base_model_unavailable: BASE_MODEL_ID=" in capsys.readouterr().err
+
+
+# -- autopilot run --dry-run --model-file: the base model's real metadata, applied offline ----------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PHI3_SPEC = FIXTURES / "recordings" / "azureml-assets" / "phi-3-mini-4k-instruct.spec.yaml"
+PHI3_UNARCHIVED = FIXTURES / "azureml-assets" / "phi-3-mini-4k-instruct.unarchived.spec.yaml"
+PHI4_SPEC = FIXTURES / "azureml-assets" / "phi-4.spec.yaml"
+PHI3_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
+
+
+def dry_run_with(model_file: Path, *extra: str) -> int:
+    return main(
+        ["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--model-file",
+         str(model_file), *extra]
+    )
+
+
+def test_a_dry_run_with_phi3s_real_spec_exits_1_because_it_is_archived(offline, capsys: pytest.CaptureFixture[str]):
+    offline.setenv("BASE_MODEL_ID", PHI3_ID)
+
+    code = dry_run_with(PHI3_SPEC, "--json")
+
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert code == 1
+    assert result["pipeline_job"] is None and result["validation"]["valid"] is True
+    assert result["error"]["code"] == "base_model_unavailable"
+    assert "isArchived: true, fine-tune retirement date 2025-08-30" in result["error"]["message"]
+    assert "autopilot: base_model_unavailable: BASE_MODEL_ID: Phi-3-mini-4k-instruct version 15" in out.err
+
+
+def test_a_dry_run_with_phi3_unarchived_applies_its_defaults_and_lists_the_dropped_keys(
+    offline, capsys: pytest.CaptureFixture[str]
+):
+    offline.setenv("BASE_MODEL_ID", PHI3_ID)
+
+    code = dry_run_with(PHI3_UNARCHIVED, "--json")
+
+    result, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0 and result["error"] is None
+    # the model's defaults that are component inputs are in the job, as the service would apply them
+    assert {k: inputs[k] for k in ("num_train_epochs", "learning_rate", "precision", "deepspeed_stage",
+                                   "logging_steps", "apply_ort")} == {
+        "num_train_epochs": "1",
+        "learning_rate": "5e-6",
+        "precision": "16",
+        "deepspeed_stage": "2",
+        "logging_steps": "10",
+        "apply_ort": "false",
+    }
+    # and the two that are not are left out, and listed with their values
+    assert "learning_rate_min" not in inputs and "learning_rate_max" not in inputs
+    assert result["dropped_model_defaults"] == {"learning_rate_min": "5e-7", "learning_rate_max": "5e-5"}
+    assert result["warnings"] == [
+        "the base model's model_specific_defaults name what chat_completion_pipeline 0.0.82 has no input for; "
+        "left out: learning_rate_max='5e-5', learning_rate_min='5e-7'"
+    ]
+    assert not any("model_specific_defaults" in a for a in result["assumptions"])
+    assert result["inference_instance_type"] == "Standard_NC24ads_A100_v4"  # its list's NCv3 sizes are retiring
+
+
+def test_a_dry_run_with_a_current_models_spec_drops_nothing(offline, capsys: pytest.CaptureFixture[str]):
+    code = dry_run_with(PHI4_SPEC, "--json")
+
+    result, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0
+    assert result["dropped_model_defaults"] == {} and result["warnings"] == []
+    assert inputs["deepspeed_stage"] == "3" and inputs["num_train_epochs"] == "1"
+    assert result["pipeline_job"]["name"] == result["run_id"]
+    assert result["assumptions"][0].startswith("1 GPU(s) per node assumed for Standard_NC24ads_A100_v4")
+
+
+def test_a_dry_run_reads_the_model_as_az_ml_model_show_prints_it(offline, tmp_path, capsys):
+    # given the YAML of `az ml model show`: every tag a string, model_specific_defaults a Python literal
+    import yaml
+
+    spec = yaml.safe_load(PHI3_UNARCHIVED.read_text())
+    shown = {
+        "name": spec["name"],
+        "version": spec["version"],
+        "stage": "Active",
+        "tags": {key: value if isinstance(value, str) else repr(value) for key, value in spec["tags"].items()},
+        "system_metadata": spec["system_metadata"],
+    }
+    model_file = tmp_path / "phi3.yaml"
+    model_file.write_text(yaml.safe_dump(shown))
+    offline.setenv("BASE_MODEL_ID", PHI3_ID)
+
+    code = dry_run_with(model_file, "--json")
+
+    result, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0
+    assert inputs["num_train_epochs"] == "1" and inputs["learning_rate"] == "5e-6"
+    assert result["dropped_model_defaults"] == {"learning_rate_min": "5e-7", "learning_rate_max": "5e-5"}
+
+
+def test_a_model_file_other_than_base_model_id_is_used_and_said(offline, capsys: pytest.CaptureFixture[str]):
+    offline.setenv("BASE_MODEL_ID", PHI3_ID)
+
+    code = dry_run_with(PHI4_SPEC, "--json")
+
+    result, _ = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0
+    assert result["assumptions"][0] == (
+        f"BASE_MODEL_ID is {PHI3_ID}; this dry run uses the model file's "
+        "azureml://registries/azureml/models/Phi-4/versions/8: set BASE_MODEL_ID to it for the real run"
+    )
+
+
+def test_a_dry_run_without_json_prints_the_dropped_keys(offline, capsys: pytest.CaptureFixture[str]):
+    offline.setenv("BASE_MODEL_ID", PHI3_ID)
+
+    code = dry_run_with(PHI3_UNARCHIVED)
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "  warning: the base model's model_specific_defaults name what chat_completion_pipeline 0.0.82" in out
+    assert "left out: learning_rate_max='5e-5', learning_rate_min='5e-7'" in out
+    assert "  deployments would run on Standard_NC24ads_A100_v4" in out
+
+
+@pytest.mark.parametrize("content", ["not: [valid", "- a list\n- not a model\n", "name: m\n"])
+def test_an_unusable_model_file_exits_2(offline, tmp_path, capsys, content):
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(content)
+
+    code = dry_run_with(model_file)
+
+    assert code == 2
+    assert "autopilot: " in capsys.readouterr().err

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -216,12 +217,13 @@ def test_parameter_file_sets_only_declared_params_and_every_required_one() -> No
     # Then nothing is set that Bicep would reject, and nothing required is left for azd to prompt
     assert undeclared == set()
     assert required - set(given) == set()
-    assert {"environmentName", "location", "workspaceName", "workspaceResourceGroupName", "baseModelId"} <= required
+    assert {"environmentName", "location", "workspaceName", "workspaceResourceGroupName"} <= required
     assert given["environmentName"]["value"] == "${AZURE_ENV_NAME}"
     assert given["location"]["value"] == "${AZURE_LOCATION}"
     assert given["workspaceName"]["value"] == "${AZUREML_WORKSPACE_NAME}"
     assert given["workspaceResourceGroupName"]["value"] == "${AZUREML_RESOURCE_GROUP}"
-    assert given["baseModelId"]["value"] == "${BASE_MODEL_ID}"
+    # the base model defaults to the app's own (a current fine-tunable model), so azd does not prompt for it
+    assert given["baseModelId"]["value"] == f"${{BASE_MODEL_ID={Settings.model_fields['base_model_id'].default}}}"
 
 
 def test_parameter_defaults_agree_with_bicep_and_the_app() -> None:
@@ -240,7 +242,9 @@ def test_parameter_defaults_agree_with_bicep_and_the_app() -> None:
 
         # Then all three agree
         assert declared[param] == f"'{default}'", param
-        assert TypeAdapter(field.annotation).validate_python(default) == field.default, variable
+        # with the field's own validators (an empty setting may mean "unset")
+        setting = TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation)
+        assert setting.validate_python(default) == field.default, variable
 
     # And the sweep schedule's default, kept in Bicep, is the app's
     fallback = re.search(r"empty\(idleSweepSchedule\) \? '([^']+)'", _text(MAIN))

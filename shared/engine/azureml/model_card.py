@@ -13,7 +13,8 @@ Three documents describe the same model version, each with its own shape:
 
 The compute allow-lists moved from the tags (`finetune_compute_allow_list`, `inference_compute_allow_list`) to
 `system_metadata.supportedComputes.{finetuneComputes,inferenceComputes}`; both places are read, the new one first.
-Retirement dates live under `system_metadata.deprecation` (e.g. `finetuneRetirementDate: '2025-08-30T00:00:00Z'`).
+Retirement dates live under `system_metadata.deprecation` (e.g. `finetuneRetirementDate: '2025-08-30T00:00:00Z'`),
+or, in specs not yet migrated, in the tags (`FinetuneRetirementDate: '2025-08-30'`).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def _card(
         inference_allow_list=_string_list(supported.get("inferenceComputes"))
         or _string_list(tags.get(LEGACY_INFERENCE_ALLOW_LIST)),
         archived=archived,
-        finetune_deprecation=_time(deprecation.get("finetuneDeprecationDate")),
-        finetune_retirement=_time(deprecation.get("finetuneRetirementDate")),
+        finetune_deprecation=_time(deprecation.get("finetuneDeprecationDate") or tags.get("FinetuneDeprecationDate")),
+        finetune_retirement=_time(deprecation.get("finetuneRetirementDate") or tags.get("FinetuneRetirementDate")),
         fine_tuning_tasks=fine_tuning_tasks,
     )
 

@@ -156,7 +156,7 @@ def registry_model_version(registry_path: str, spec: dict[str, Any], created: da
     tags = {key: value if isinstance(value, str) else repr(value) for key, value in (spec.get("tags") or {}).items()}
     body = _entry(MODEL_CRUD, "GET", "/versions/", 200)["ResponseBody"]
     body.update(
-        id=f"{registry_path}/models/{spec['name']}/versions/{version}",
+        id=f"azureml://registries/{registry_name(registry_path)}/models/{spec['name']}/versions/{version}",
         name=version,
         type="Microsoft.MachineLearningServices/registries/models/versions",
     )
@@ -177,16 +177,21 @@ def registry_model_version(registry_path: str, spec: dict[str, Any], created: da
 
 def registry_component(registry_path: str, spec: dict[str, Any], created: datetime) -> dict[str, Any]:
     """A registry component version (no recording of one: the SDK's ComponentVersion model around the real
-    spec.yaml of chat_completion_pipeline, which is what the registry stores as componentSpec)."""
+    spec.yaml of chat_completion_pipeline, which is what the registry stores as componentSpec). Registry assets are
+    identified as azureml://registries/..., the form the recorded job PUT sends as a registry node's componentId."""
     version = str(spec["version"])
     return {
-        "id": f"{registry_path}/components/{spec['name']}/versions/{version}",
+        "id": f"azureml://registries/{registry_name(registry_path)}/components/{spec['name']}/versions/{version}",
         "name": version,
         "type": "Microsoft.MachineLearningServices/registries/components/versions",
         "properties": {"componentSpec": spec, "description": spec.get("description"), "properties": {},
                        "tags": {}, "isAnonymous": False, "isArchived": False, "provisioningState": "Succeeded"},
         "systemData": {"createdAt": iso(created), "createdBy": "Sanitized", "createdByType": "User"},
     }
+
+
+def registry_name(registry_path: str) -> str:
+    return registry_path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def endpoint(arm_id: str, name: str, request: dict[str, Any], state: str, region: str, created: datetime,
