@@ -139,8 +139,8 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
     """`autopilot run --dry-run`: validate the file here, then build the Azure ML pipeline job its run would submit,
     without storage, network or credentials. Invalid data gets its report and no job. With `model_file` (the base
     model's YAML) that model is the base model, checked as the service would: a refusal gets the report and no job."""
+    from shared.engine.azureml.config import AzureMLConfig
     from shared.engine.azureml.dry_run import offline_pipeline_job  # azure.ai.ml: imported only for a dry run
-    from shared.engine.azureml.engine import AzureMLConfig
     from shared.engine.azureml.foundation import BaseModelUnavailable, ComputeNotUsable, parse_base_model_id
 
     config = AzureMLConfig.from_settings(settings, require_workspace=False)

@@ -1,7 +1,10 @@
-"""Shared fixtures: a real Azurite per test session, and per-test containers and app context."""
+"""Shared fixtures: a real Azurite per test session, and per-test containers and app context. No test may open a
+socket to anything but loopback (Azure, the model hubs and every other address are off-limits here)."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,30 @@ from shared.settings import Settings
 from tests.fakes import FakeEngine
 
 EVENTS = Path(__file__).parent / "events"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only() -> Iterator[None]:
+    """Refuse, in this process, every connection that does not go to a loopback address."""
+    connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address) -> None:
+        if isinstance(address, tuple) and not _is_loopback(str(address[0])):
+            raise AssertionError(f"a test tried to connect to {address[0]}: only loopback may be reached")
+        return connect(sock, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = connect  # type: ignore[method-assign]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ def build_engine(settings: Settings, store: BlobStore | None = None) -> Engine:
             webhook_url=settings.local_events_webhook,
         )
     if settings.engine == "azureml":
-        from shared.engine.azureml.engine import AzureMLConfig, AzureMLEngine
+        from shared.engine.azureml.config import AzureMLConfig
+        from shared.engine.azureml.engine import AzureMLEngine
 
         return AzureMLEngine.connect(AzureMLConfig.from_settings(settings))
     raise EngineNotConfigured(f"AUTOPILOT_ENGINE={settings.engine}: no such engine (local or azureml)")

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.engine.azureml.engine import AzureMLConfig, AzureMLEngine
+from shared.engine.azureml.config import AzureMLConfig
+from shared.engine.azureml.engine import AzureMLEngine
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.finetune import parameters_for
 from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE

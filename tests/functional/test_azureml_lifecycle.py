@@ -95,6 +95,16 @@ def deployed_run(ctx: AppContext, service: AzureMLService, name: str, data: byte
     return ctx.ledger.get(record.run_id)
 
 
+PHI3_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
+
+
+def use_base_model(ctx: AppContext, settings: Settings, service: AzureMLService, base_model_id: str) -> None:
+    """The app's engine, with BASE_MODEL_ID set to another model of the fake registry."""
+    ctx.engine_factory = lambda: adapter_over(
+        service, datasets_container=settings.datasets_container, base_model_id=base_model_id
+    )
+
+
 def node_inputs(service: AzureMLService, run_id: str) -> dict:
     """The chat_completion_pipeline node's inputs, as the SDK sent them in the job's PUT body."""
     (node,) = service.job_requests[run_id]["properties"]["jobs"].values()
@@ -136,11 +146,7 @@ def test_model_defaults_the_component_lacks_are_dropped_and_listed_on_the_run(ct
     phi3["isArchived"] = False
     del phi3["system_metadata"]["deprecation"]
     service.put_registry_model(phi3)
-    ctx.engine_factory = lambda: adapter_over(
-        service,
-        datasets_container=settings.datasets_container,
-        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
-    )
+    use_base_model(ctx, settings, service, PHI3_ID)
 
     # when a dataset arrives
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
@@ -159,11 +165,7 @@ def test_model_defaults_the_component_lacks_are_dropped_and_listed_on_the_run(ct
 def test_an_archived_base_model_fails_the_run_naming_the_setting_and_the_flag(ctx: AppContext, settings, service):
     # given the walk-through's Phi-3 exactly as its spec stands: isArchived true, retired 2025-08-30
     service.put_registry_model(recorded.spec_document(recorded.PHI3_SPEC))
-    ctx.engine_factory = lambda: adapter_over(
-        service,
-        datasets_container=settings.datasets_container,
-        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
-    )
+    use_base_model(ctx, settings, service, PHI3_ID)
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 
@@ -180,11 +182,7 @@ def test_a_base_model_past_its_fine_tune_retirement_date_is_refused(ctx: AppCont
     phi3 = recorded.spec_document(recorded.PHI3_SPEC)
     phi3["isArchived"] = False
     service.put_registry_model(phi3)
-    ctx.engine_factory = lambda: adapter_over(
-        service,
-        datasets_container=settings.datasets_container,
-        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
-    )
+    use_base_model(ctx, settings, service, PHI3_ID)
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 
@@ -384,11 +382,7 @@ def test_the_latest_label_of_a_model_without_active_versions_is_reported_as_unav
 ):
     # given BASE_MODEL_ID by label, and a registry where that model's only version is archived
     service.put_registry_model(recorded.spec_document(recorded.PHI3_SPEC))
-    ctx.engine_factory = lambda: adapter_over(
-        service,
-        datasets_container=settings.datasets_container,
-        base_model_id="azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest",
-    )
+    use_base_model(ctx, settings, service, "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/labels/latest")
 
     on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
 

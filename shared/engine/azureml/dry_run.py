@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.engine.azureml.engine import AzureMLConfig, run_pipeline_spec
+from shared.engine.azureml.config import AzureMLConfig, run_pipeline_spec
 from shared.engine.azureml.foundation import check_compute_size, inference_size, parse_base_model_id
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable
 from shared.engine.azureml.pipeline import (
@@ -115,4 +115,3 @@ def offline_pipeline_job(
         dropped_defaults=dict(job_spec.dropped_defaults),
         inference_instance_type=serving,
     )
-

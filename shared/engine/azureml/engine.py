@@ -14,11 +14,12 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from shared.engine.azureml.config import AzureMLConfig, run_pipeline_spec
 from shared.engine.azureml.foundation import (
     BaseModelRef,
     BaseModelUnavailable,
@@ -30,7 +31,7 @@ from shared.engine.azureml.foundation import (
     parse_base_model_id,
 )
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable, from_registry_body
-from shared.engine.azureml.monitoring import EndpointActivity, MetricsQuery, endpoint_activity, metrics_endpoint
+from shared.engine.azureml.monitoring import EndpointActivity, LazyMetricsClient, MetricsQuery, endpoint_activity
 from shared.engine.azureml.pipeline import (
     COMPONENT_NAME,
     SERVERLESS,
@@ -38,7 +39,6 @@ from shared.engine.azureml.pipeline import (
     FinetuneCompute,
     PipelineJobSpec,
     build_pipeline_job,
-    pipeline_job_spec,
 )
 from shared.engine.azureml.registry import registry_model_body
 from shared.engine.azureml.sdk_errors import translate, translated
@@ -63,7 +63,6 @@ from shared.engine.base import (
     ModelRef,
 )
 from shared.errors import EngineError, EngineNotConfigured
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,64 +89,6 @@ _JOB_STATUSES = {
 }
 
 HttpPost = Callable[[str, bytes, dict[str, str], float], Any]
-
-
-@dataclass(frozen=True)
-class AzureMLConfig:
-    subscription_id: str
-    resource_group: str
-    workspace_name: str
-    registry_name: str
-    pipeline_version: str
-    base_model_id: str
-    compute: str
-    finetune_instance_type: str
-    datastore: str
-    datasets_container: str
-    experiment_name: str
-    inference_instance_type: str | None  # None: the cheapest current size in the base model's inference list
-    idle_window: timedelta
-    client_id: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, require_workspace: bool = True) -> AzureMLConfig:
-        """The adapter's settings; without `require_workspace` (a dry run) the workspace may be left unset."""
-        missing = [
-            alias
-            for alias, value in (
-                ("AZURE_SUBSCRIPTION_ID", settings.azure_subscription_id),
-                ("AZURE_RESOURCE_GROUP", settings.azure_resource_group),
-                ("AZUREML_WORKSPACE_NAME", settings.azureml_workspace_name),
-            )
-            if not value
-        ]
-        if missing and require_workspace:
-            raise EngineNotConfigured(f"AUTOPILOT_ENGINE=azureml needs {', '.join(missing)}")
-        return cls(
-            subscription_id=settings.azure_subscription_id or "",
-            resource_group=settings.azure_resource_group or "",
-            workspace_name=settings.azureml_workspace_name or "",
-            registry_name=settings.azureml_registry_name,
-            pipeline_version=settings.azureml_pipeline_version,
-            base_model_id=settings.base_model_id,
-            compute=settings.azureml_compute,
-            finetune_instance_type=settings.azureml_finetune_instance_type,
-            datastore=settings.azureml_datastore,
-            datasets_container=settings.datasets_container,
-            experiment_name=settings.azureml_experiment_name,
-            inference_instance_type=settings.azureml_inference_instance_type or None,
-            idle_window=timedelta(minutes=settings.idle_minutes),
-            client_id=settings.azure_client_id,
-        )
-
-    def data_uri(self, container: str, blob: str) -> str:
-        """A prepared split as the job reads it: through the workspace datastore on the datasets container."""
-        if container != self.datasets_container:
-            raise EngineNotConfigured(
-                f"the prepared splits are in container {container}, but datastore {self.datastore} points at "
-                f"{self.datasets_container} (DATASETS_CONTAINER)"
-            )
-        return f"azureml://datastores/{self.datastore}/paths/{blob}"
 
 
 def http_post_json(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
@@ -198,7 +139,7 @@ class AzureMLEngine:
                 workspace_name=config.workspace_name,
             )
             registry = MLClient(credential, registry_name=config.registry_name)  # discovers the registry: network
-        metrics = _LazyMetricsClient(workspace, credential)
+        metrics = LazyMetricsClient(workspace, credential)
         return cls(config, workspace, registry, credential=credential, metrics=metrics)
 
     # -- jobs -----------------------------------------------------------------------------------------
@@ -242,10 +183,9 @@ class AzureMLEngine:
         )
 
     def foundation_model(self) -> FoundationModel:
-        """The base model as the registry serves it: its REST body, which keeps what the SDK's Model drops
-        (isArchived, the system metadata with the compute lists and retirement dates)."""
-        if self._foundation is not None:
-            return self._foundation
+        """The base model as the registry serves it now: its REST body, which keeps what the SDK's Model drops
+        (isArchived, the system metadata with the compute lists and retirement dates). Read afresh for every
+        submission: a model can be archived at any time."""
         ref: BaseModelRef = parse_base_model_id(self.config.base_model_id, self.config.registry_name)
         if ref.registry != self.config.registry_name:
             raise EngineNotConfigured(
@@ -269,10 +209,12 @@ class AzureMLEngine:
         return self._foundation
 
     def inference_instance_type(self) -> str:
-        """AZUREML_INFERENCE_INSTANCE_TYPE, or the cheapest current size in the base model's inference list."""
+        """AZUREML_INFERENCE_INSTANCE_TYPE, or the cheapest current size in the base model's inference list (the
+        model as last read: its list does not change with a deployment)."""
         if self.config.inference_instance_type:
             return self.config.inference_instance_type
-        return inference_size(None, self.foundation_model().inference_allow_list)
+        model = self._foundation or self.foundation_model()
+        return inference_size(None, model.inference_allow_list)
 
     def finetune_compute(self, model: FoundationModel) -> FinetuneCompute:
         """The notebook's checks: the cluster exists and has not failed, its size is allowed, and its GPUs per node
@@ -570,7 +512,7 @@ class AzureMLEngine:
         if with_activity and info.is_managed and self._metrics is not None and endpoint.id:
             try:
                 with translated(f"read the request metrics of endpoint {endpoint.name}"):
-                    activity = endpoint_activity(self._metrics, endpoint.id, self.config.idle_window)
+                    activity = endpoint_activity(self._metrics, endpoint.id, self.config.idle_window, now=self._now())
             except EngineError as exc:  # unknown activity is never taken for idleness
                 logger.warning("endpoint %s: %s; counted as in use", endpoint.name, exc.message)
                 activity = EndpointActivity(requests=0, last_request_at=self._now())
@@ -594,32 +536,6 @@ class AzureMLEngine:
             if error.code == "azureml_not_found":
                 return None
             raise error from exc
-
-
-def run_pipeline_spec(
-    config: AzureMLConfig,
-    spec: JobSpec,
-    *,
-    model_name: str,
-    model_id: str,
-    model_defaults: Mapping[str, Any],
-    component_inputs: Iterable[str],
-    compute: FinetuneCompute,
-) -> PipelineJobSpec:
-    """A run's pipeline job, once its base model and compute are known (from the service, or assumed offline)."""
-    return pipeline_job_spec(
-        job_name=spec.run_id,
-        experiment_name=config.experiment_name,
-        model_name=model_name,
-        model_id=model_id,
-        parameters=spec.parameters,
-        model_defaults=model_defaults,
-        component_inputs=list(component_inputs),
-        compute=compute,
-        train_uri=config.data_uri(spec.data.container, spec.data.train_blob),
-        test_uri=config.data_uri(spec.data.container, spec.data.test_blob),
-        tags={**spec.tags, RUN_TAG: spec.run_id},
-    )
 
 
 def state_text(value: Any) -> str:
@@ -659,18 +575,3 @@ def _parse_time(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed
-
-
-class _LazyMetricsClient:
-    """Azure Monitor's MetricsClient for the workspace's region, made on first use (it needs the location)."""
-
-    def __init__(self, workspace: Any, credential: Any) -> None:
-        self._workspace, self._credential, self._client = workspace, credential, None
-
-    def query_resources(self, **query: Any) -> list[Any]:
-        if self._client is None:
-            from azure.monitor.querymetrics import MetricsClient
-
-            location = self._workspace.workspaces.get(self._workspace.workspace_name).location
-            self._client = MetricsClient(metrics_endpoint(location), self._credential)
-        return self._client.query_resources(**query)

@@ -165,7 +165,7 @@ def _time(value: Any) -> datetime | None:
     head, dot, rest = text.partition(".")  # Python 3.11 takes at most 6 fraction digits
     if dot:
         digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -282,3 +282,18 @@ def metrics_endpoint(location: str) -> str:
     """The regional Azure Monitor metrics endpoint of a workspace's location, e.g. eastus: the form MetricsClient's
     docstring gives (https://eastus.metrics.monitor.azure.com); the resources queried must be in that region."""
     return f"https://{location.lower().replace(' ', '')}.metrics.monitor.azure.com"
+
+
+class LazyMetricsClient:
+    """Azure Monitor's MetricsClient for the workspace's region, made on first use (it needs the location)."""
+
+    def __init__(self, workspace: Any, credential: Any) -> None:
+        self._workspace, self._credential, self._client = workspace, credential, None
+
+    def query_resources(self, **query: Any) -> list[Any]:
+        if self._client is None:
+            from azure.monitor.querymetrics import MetricsClient
+
+            location = self._workspace.workspaces.get(self._workspace.workspace_name).location
+            self._client = MetricsClient(metrics_endpoint(location), self._credential)
+        return self._client.query_resources(**query)

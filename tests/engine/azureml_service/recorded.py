@@ -113,8 +113,16 @@ def vm_sizes(gpus_by_size: dict[str, int]) -> dict[str, Any]:
     """`GET locations/<l>/vmSizes` (no recording: the SDK's VirtualMachineSize model)."""
     return {
         "value": [
-            {"name": size, "family": "standardNCADSA100v4Family", "vCPUs": 24, "gpus": gpus, "memoryGB": 220.0,
-             "lowPriorityCapable": True, "premiumIO": True, "supportedComputeTypes": ["AmlCompute"]}
+            {
+                "name": size,
+                "family": "standardNCADSA100v4Family",
+                "vCPUs": 24,
+                "gpus": gpus,
+                "memoryGB": 220.0,
+                "lowPriorityCapable": True,
+                "premiumIO": True,
+                "supportedComputeTypes": ["AmlCompute"],
+            }
             for size, gpus in gpus_by_size.items()
         ]
     }
@@ -135,8 +143,15 @@ def job(arm_id: str, name: str, request: dict[str, Any], status: str, created: d
 
 def child_run(run_id: str, display_name: str, parent: str, status: str) -> dict[str, Any]:
     """A step of a pipeline job as run history lists it (no recording: the SDK's runhistory Run model)."""
-    return {"runId": run_id, "displayName": display_name, "parentRunId": parent, "status": status,
-            "runType": "azureml.StepRun", "properties": {}, "tags": {}}
+    return {
+        "runId": run_id,
+        "displayName": display_name,
+        "parentRunId": parent,
+        "status": status,
+        "runType": "azureml.StepRun",
+        "properties": {},
+        "tags": {},
+    }
 
 
 def model_version(arm_id: str, version: str, request: dict[str, Any], created: datetime) -> dict[str, Any]:
@@ -184,8 +199,15 @@ def registry_component(registry_path: str, spec: dict[str, Any], created: dateti
         "id": f"azureml://registries/{registry_name(registry_path)}/components/{spec['name']}/versions/{version}",
         "name": version,
         "type": "Microsoft.MachineLearningServices/registries/components/versions",
-        "properties": {"componentSpec": spec, "description": spec.get("description"), "properties": {},
-                       "tags": {}, "isAnonymous": False, "isArchived": False, "provisioningState": "Succeeded"},
+        "properties": {
+            "componentSpec": spec,
+            "description": spec.get("description"),
+            "properties": {},
+            "tags": {},
+            "isAnonymous": False,
+            "isArchived": False,
+            "provisioningState": "Succeeded",
+        },
         "systemData": {"createdAt": iso(created), "createdBy": "Sanitized", "createdByType": "User"},
     }
 
@@ -194,11 +216,16 @@ def registry_name(registry_path: str) -> str:
     return registry_path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def endpoint(arm_id: str, name: str, request: dict[str, Any], state: str, region: str, created: datetime,
-             scoring_uri: str | None) -> dict[str, Any]:
+def endpoint(
+    arm_id: str, name: str, request: dict[str, Any], state: str, region: str, created: datetime, scoring_uri: str | None
+) -> dict[str, Any]:
     recorded = "Creating" if state == "Creating" else "Succeeded"
-    entry = _entry(ENDPOINT_E2E, "PUT" if recorded == "Creating" else "GET", "/onlineEndpoints/online-ept", 201
-                   if recorded == "Creating" else 200)
+    entry = _entry(
+        ENDPOINT_E2E,
+        "PUT" if recorded == "Creating" else "GET",
+        "/onlineEndpoints/online-ept",
+        201 if recorded == "Creating" else 200,
+    )
     body = entry["ResponseBody"]
     body.update(id=arm_id, name=name, tags=request.get("tags") or {}, location=region)
     sent = request.get("properties", {})
@@ -215,21 +242,33 @@ def endpoint(arm_id: str, name: str, request: dict[str, Any], state: str, region
     return body
 
 
-def deployment(arm_id: str, name: str, request: dict[str, Any], state: str, region: str,
-               created: datetime) -> dict[str, Any]:
+def deployment(
+    arm_id: str, name: str, request: dict[str, Any], state: str, region: str, created: datetime
+) -> dict[str, Any]:
     """No recording small enough exists: the request echoed with the service's fields, in the endpoint's shape, and
     the defaults the service fills in for what the request left out (the managed online deployment YAML reference:
     probes 10 s / 10 s / 2 s / 1 / 30, requests 5 s, one at a time, 0.5 s queue wait; default scaling)."""
     body = copy.deepcopy(request)
-    body.update(id=arm_id, name=name, type="Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
-                location=region, kind="Managed")
+    body.update(
+        id=arm_id,
+        name=name,
+        type="Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
+        location=region,
+        kind="Managed",
+    )
     properties = body.setdefault("properties", {})
-    probe = {"initialDelay": "PT10S", "period": "PT10S", "timeout": "PT2S", "successThreshold": 1,
-             "failureThreshold": 30}
+    probe = {
+        "initialDelay": "PT10S",
+        "period": "PT10S",
+        "timeout": "PT2S",
+        "successThreshold": 1,
+        "failureThreshold": 30,
+    }
     properties.setdefault("livenessProbe", dict(probe))
     properties.setdefault("readinessProbe", dict(probe))
-    properties.setdefault("requestSettings", {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1,
-                                              "maxQueueWait": "PT0.5S"})
+    properties.setdefault(
+        "requestSettings", {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"}
+    )
     properties.setdefault("scaleSettings", {"scaleType": "Default"})
     properties.setdefault("egressPublicNetworkAccess", "Enabled")
     properties.setdefault("appInsightsEnabled", False)
@@ -242,8 +281,9 @@ def operation_status(status_url: str, status: str, started: datetime) -> dict[st
     """An mfeOperationsStatus poll answer: `Updating`, then `Succeeded` (or `Failed`)."""
     body = _entry(ENDPOINT_E2E, "GET", "/mfeOperationsStatus/", 200)["ResponseBody"]
     operation = status_url.split("?")[0].rsplit("/", 1)[-1]
-    body.update(id=status_url.split("?")[0].split("azure.com", 1)[-1], name=operation, status=status,
-                startTime=iso(started))
+    body.update(
+        id=status_url.split("?")[0].split("azure.com", 1)[-1], name=operation, status=status, startTime=iso(started)
+    )
     return body
 
 

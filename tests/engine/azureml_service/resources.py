@@ -118,8 +118,9 @@ def put_job(s: AzureMLService, request: Request, ws: str, name: str) -> Response
     ]:
         sent = {"properties": {"jobType": job_type, "displayName": label, "experimentName": sent_experiment(request)}}
         s.jobs[child] = recorded.job(f"{WORKSPACE_ID}/jobs/{child}", child, sent, "Completed", s.now())
-    s.step_metrics[f"{name}_finetune"] = {key: list(v) if isinstance(v, list) else v
-                                         for key, v in s.finetune_metrics.items()}
+    s.step_metrics[f"{name}_finetune"] = {
+        key: list(v) if isinstance(v, list) else v for key, v in s.finetune_metrics.items()
+    }
     return Response(201, body, {"Location": request.url})
 
 
@@ -199,17 +200,18 @@ def put_endpoint(s: AzureMLService, request: Request, ws: str, endpoint: str) ->
     previous = s.endpoints.get(endpoint)
     created = recorded.iso_to_datetime(previous["systemData"]["createdAt"]) if previous else s.now()
     scoring_uri = f"{s.scoring.url}/{endpoint}/score"
-    body = recorded.endpoint(f"{WORKSPACE_ID}/onlineEndpoints/{endpoint}", endpoint, request.body, "Succeeded",
-                             REGION, created, scoring_uri)
+    body = recorded.endpoint(
+        f"{WORKSPACE_ID}/onlineEndpoints/{endpoint}", endpoint, request.body, "Succeeded", REGION, created, scoring_uri
+    )
     body["properties"]["traffic"] = traffic
     s.endpoints[endpoint] = body
     s.keys.setdefault(endpoint, {"primaryKey": f"pk-{endpoint}", "secondaryKey": f"sk-{endpoint}"})
-    answer = recorded.endpoint(body["id"], endpoint, request.body, "Creating" if not previous else "Updating",
-                               REGION, created, None)
+    answer = recorded.endpoint(
+        body["id"], endpoint, request.body, "Creating" if not previous else "Updating", REGION, created, None
+    )
     status_url = new_operation(s, REGION, "oeidp")
     answer["properties"]["properties"]["AzureAsyncOperationUri"] = status_url.split("&")[0]
-    return Response(201 if not previous else 200, answer, {"Azure-AsyncOperation": status_url,
-                                                           "Location": request.url})
+    return Response(201 if not previous else 200, answer, {"Azure-AsyncOperation": status_url, "Location": request.url})
 
 
 def get_endpoint(s: AzureMLService, request: Request, ws: str, endpoint: str) -> Response:
@@ -276,8 +278,14 @@ def delete_deployment(s: AzureMLService, request: Request, ws: str, endpoint: st
         return Response(400, recorded.bad_request(f"deployment {name} has {traffic[name]}% traffic; shift it first"))
     del s.deployments[endpoint][name]
     status_url = new_operation(s, REGION, "odidp")
-    return Response(202, "null", {"Azure-AsyncOperation": status_url,
-                                  "Location": status_url.replace("mfeOperationsStatus", "mfeOperationResults")})
+    return Response(
+        202,
+        "null",
+        {
+            "Azure-AsyncOperation": status_url,
+            "Location": status_url.replace("mfeOperationsStatus", "mfeOperationResults"),
+        },
+    )
 
 
 def deployment_logs(s: AzureMLService, request: Request, ws: str, endpoint: str, name: str) -> Response:
@@ -293,4 +301,3 @@ def deployment_logs(s: AzureMLService, request: Request, ws: str, endpoint: str,
 def metrics_batch(s: AzureMLService, request: Request) -> Response:
     status, body = s.metrics.get_batch(request.query, request.body or {})
     return Response(status, body)
-

@@ -47,8 +47,11 @@ class Router:
             ("PUT", WS + r"/jobs/(?P<name>[^/]+)", r.put_job),
             ("GET", WS + r"/jobs/(?P<name>[^/]+)", r.get_job),
             ("POST", WS + r"/jobs/(?P<name>[^/]+)/cancel", r.cancel_job),
-            ("GET", HISTORY + r"/(?:experiments/[^/]+/|experimentids/[^/]+/)?runs/(?P<name>[^/]+)/children",
-             r.job_children),
+            (
+                "GET",
+                HISTORY + r"/(?:experiments/[^/]+/|experimentids/[^/]+/)?runs/(?P<name>[^/]+)/children",
+                r.job_children,
+            ),
             ("PUT", WS + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", r.put_model),
             ("GET", WS + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", r.get_model),
             ("GET", WS + r"/models/(?P<name>[^/]+)/versions", r.list_models),
@@ -61,10 +64,12 @@ class Router:
             ("PUT", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", r.put_deployment),
             ("GET", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", r.get_deployment),
             ("GET", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments", r.list_deployments),
-            ("DELETE", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)",
-             r.delete_deployment),
-            ("POST", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)/getLogs",
-             r.deployment_logs),
+            ("DELETE", WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", r.delete_deployment),
+            (
+                "POST",
+                WS + r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)/getLogs",
+                r.deployment_logs,
+            ),
             ("POST", r"/subscriptions/[^/]+/metrics:getBatch", r.metrics_batch),
         ]
         self.routes: list[Route] = [(method, re.compile(pattern + "$"), handler) for method, pattern, handler in table]
@@ -77,9 +82,9 @@ class Router:
                     if self.s.closed and "mfeOperation" in request.path:
                         return Response(500, recorded.error("InternalError", "the fake service was closed"))
                     return handler(self.s, request, **match.groupdict())
-        return Response(501, recorded.error("NotImplemented", f"the fake has no route for {request.method} "
-                                            f"{request.path}"))
-
+        return Response(
+            501, recorded.error("NotImplemented", f"the fake has no route for {request.method} {request.path}")
+        )
 
 
 def new_operation(service: AzureMLService, region: str, kind: str, polls_left: int = 2, **state: Any) -> str:

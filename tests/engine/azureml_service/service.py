@@ -44,8 +44,12 @@ class FakeCredential:
     @staticmethod
     def token_for(*scopes: str) -> str:
         audience = scopes[0].removesuffix("/.default") if scopes else ""
-        claims = {"aud": audience, "oid": "11111111-2222-3333-4444-555555555555",
-                  "tid": "66666666-7777-8888-9999-000000000000", "appid": "ft-autopilot-tests"}
+        claims = {
+            "aud": audience,
+            "oid": "11111111-2222-3333-4444-555555555555",
+            "tid": "66666666-7777-8888-9999-000000000000",
+            "appid": "ft-autopilot-tests",
+        }
         return jwt.encode(claims, "a fake signing key, long enough for HS256", algorithm="HS256")
 
     def get_token(self, *scopes: str, **_: Any) -> AccessToken:
@@ -148,8 +152,9 @@ class AzureMLService:
         """MLflow's REST API on the workspace's tracking server. No recording of it exists: this stays at the
         operation level (the adapter's own HTTP GET), answering in MLflow's documented runs/get and
         metrics/get-history shapes from the finetune step's metrics."""
-        audience = jwt.decode(headers.get("Authorization", "").removeprefix("Bearer "),
-                              options={"verify_signature": False})["aud"]
+        audience = jwt.decode(
+            headers.get("Authorization", "").removeprefix("Bearer "), options={"verify_signature": False}
+        )["aud"]
         assert audience == "https://management.azure.com", "the tracking token is for ARM's audience"
         parsed = urllib.parse.urlparse(url)
         query = dict(urllib.parse.parse_qsl(parsed.query))
