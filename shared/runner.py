@@ -147,7 +147,7 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
     model, notes = None, []
     if model_file is None:
         parse_base_model_id(config.base_model_id, config.registry_name)  # a bad setting is bad usage: exit 2
-    if model_file is not None:
+    else:
         model = read_model_file(model_file, config.registry_name)
         if model.id.lower() != settings.base_model_id.strip().lower():
             notes.append(

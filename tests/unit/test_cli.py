@@ -302,4 +302,4 @@ def test_an_unusable_model_file_exits_2(offline, tmp_path, capsys, content):
     code = dry_run_with(model_file)
 
     assert code == 2
-    assert "autopilot: " in capsys.readouterr().err
+    assert "autopilot: invalid_input: " in capsys.readouterr().err

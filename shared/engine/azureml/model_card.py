@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.engine.azureml.foundation import BASE_MODEL_SETTING, BaseModelUnavailable
+from shared.errors import InvalidInput
 
 MODEL_DEFAULTS_TAG = "model_specific_defaults"
 LEGACY_FINETUNE_ALLOW_LIST = "finetune_compute_allow_list"
@@ -60,7 +61,7 @@ def from_registry_body(body: Mapping[str, Any], *, registry: str, name: str) -> 
 def from_model_document(document: Mapping[str, Any], *, registry: str) -> FoundationModel:
     """An azureml-assets spec.yaml, or `az ml model show -o yaml`, already parsed into a mapping."""
     if "name" not in document or "version" not in document:
-        raise BaseModelUnavailable("the model file has no name or version: is it a model's YAML?")
+        raise InvalidInput("the model's YAML has no name or version: give a spec.yaml or `az ml model show` output")
     system_metadata = _mapping(document.get("system_metadata")) or _mapping(document.get("systemMetadata"))
     archived = (
         _is_true(document.get("isArchived"))
