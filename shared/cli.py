@@ -172,6 +172,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(settings, args)
+    if args.model_file is not None:
+        print("autopilot: --model-file goes with --dry-run (a real run reads the model from the registry)",
+              file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         with app_context(settings) as context:
@@ -192,7 +196,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 with a job, 1 for an invalid dataset, 2 for bad usage or settings (e.g. BASE_MODEL_ID)."""
+    """Exit 0 with a job; 1 for an invalid dataset, or a base model or compute the service would refuse; 2 for bad
+    usage, settings (e.g. BASE_MODEL_ID) or model file."""
     from shared.errors import AutopilotError
     from shared.runner import dry_run
 

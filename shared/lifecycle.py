@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import orjson
@@ -219,6 +219,12 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
     if deployment is None or deployment.has_failed:
         return _roll_back_failed_deployment(ctx, record, deployment.state if deployment else "gone")
     if not deployment.is_ready:  # still provisioning: an answer, not a failure; nothing is written
+        deadline = timedelta(minutes=ctx.settings.deploy_timeout_minutes)
+        began = _entered(record, RunState.DEPLOYING)
+        if began is not None and ctx.now() - began > deadline:
+            minutes = (ctx.now() - began).total_seconds() / 60
+            state = f"still {deployment.state} after {minutes:.0f} min (DEPLOY_TIMEOUT_MINUTES)"
+            return _roll_back_failed_deployment(ctx, record, state, code="deployment_timeout")
         logger.info(
             "run %s: deployment %s is %s; the sweep checks it again",
             run_id,
@@ -271,7 +277,9 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
     )
 
 
-def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str) -> RunRecord:
+def _roll_back_failed_deployment(
+    ctx: AppContext, record: RunRecord, state: str, *, code: str = "deployment_failed"
+) -> RunRecord:
     """A deployment that did not come up: keep the end of its logs on the run, then roll back."""
     engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
     try:
@@ -282,7 +290,7 @@ def _roll_back_failed_deployment(ctx: AppContext, record: RunRecord, state: str)
     tail = redact_secrets(logs[-DEPLOYMENT_LOG_CHARS:])
     message = f"deployment {ref.deployment} is {state}. Its log ends with:\n{tail}"
     return _roll_back(
-        ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code="deployment_failed", message=message)
+        ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code=code, message=message)
     )
 
 
@@ -520,16 +528,23 @@ _RESUMABLE = frozenset({RunState.TRAINED, RunState.REGISTERED, RunState.DEPLOYIN
 
 def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
     """Delete managed endpoints idle for IDLE_MINUTES (and past the grace period after creation). Their runs become
-    torn_down, keeping the model and endpoint name that restore_endpoint needs. Untagged endpoints are never touched."""
+    torn_down, keeping the model and endpoint name that restore_endpoint needs. Untagged endpoints are never touched.
+
+    Idle counts from the last request or the last deployment to the endpoint, whichever is later: Azure Monitor
+    takes minutes to show the smoke test's request, so an endpoint that just got a new model must not read as
+    idle since its creation."""
     now = ctx.now()
     idle_for = timedelta(minutes=ctx.settings.idle_minutes)
     grace = timedelta(minutes=ctx.settings.idle_grace_minutes)
     torn_down = []
     busy = _endpoints_being_deployed(ctx)
+    deployed = ctx.ledger.list(state=RunState.DEPLOYED, limit=1000)
     for endpoint in ctx.engine.list_endpoints():
         if not endpoint.is_managed or endpoint.name in busy:
             continue
-        last_use = endpoint.last_request_at or endpoint.created_at
+        serving = [record for record in deployed if record.endpoint and record.endpoint.name == endpoint.name]
+        deployed_at = [_entered(record, RunState.DEPLOYED) for record in serving]
+        last_use = last_activity(endpoint.created_at, endpoint.last_request_at, deployed_at)
         if endpoint.created_at is None or now - endpoint.created_at < grace or last_use is None:
             continue
         if now - last_use < idle_for:
@@ -537,12 +552,25 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         idle_minutes = (now - last_use).total_seconds() / 60
         ctx.engine.delete_endpoint(endpoint.name)
         reason = f"endpoint {endpoint.name} idle for {idle_minutes:.1f} min: torn down; the model is kept for restore"
-        for record in ctx.ledger.list(state=RunState.DEPLOYED, limit=1000):
-            if record.endpoint and record.endpoint.name == endpoint.name:
-                record_transition(ctx, record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
+        for record in serving:
+            record_transition(ctx, record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
         logger.info("%s", reason)
         torn_down.append(endpoint.name)
     return torn_down
+
+
+def last_activity(
+    created_at: datetime | None, last_request_at: datetime | None, deployed_at: list[datetime | None]
+) -> datetime | None:
+    """When the endpoint was last used or changed: its latest request, deployment or creation."""
+    moments = [moment for moment in (created_at, last_request_at, *deployed_at) if moment is not None]
+    return max(moments) if moments else None
+
+
+def _entered(record: RunRecord, state: RunState) -> datetime | None:
+    """When the run last moved to `state` (a restore moves it to deploying and deployed again)."""
+    moves = [t.at for t in record.history if t.to_state == state]
+    return moves[-1] if moves else None
 
 
 def _endpoints_being_deployed(ctx: AppContext) -> set[str]:

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     gate_champion_tolerance: float = Field(0.05, ge=0, alias="GATE_CHAMPION_TOLERANCE")
     keep_previous_deployment: bool = Field(False, alias="KEEP_PREVIOUS_DEPLOYMENT")
     smoke_test_timeout_s: float = Field(120.0, gt=0, alias="SMOKE_TEST_TIMEOUT_S")
+    # A deployment still provisioning this long after the run began deploying is rolled back (deployment_timeout).
+    deploy_timeout_minutes: float = Field(120, gt=0, alias="DEPLOY_TIMEOUT_MINUTES")
     max_step_attempts: int = Field(3, ge=1, alias="MAX_STEP_ATTEMPTS")
     notify_topic_endpoint: str | None = Field(None, alias="NOTIFY_TOPIC_ENDPOINT")
     notify_topic_key: SecretStr | None = Field(None, alias="NOTIFY_TOPIC_KEY")

@@ -238,6 +238,72 @@ def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_prov
     assert not [c for c in service.calls[calls_before:] if "create" in c[0] or "delete" in c[0]]
 
 
+def test_deploying_does_not_need_the_base_model_in_the_registry_any_more(ctx: AppContext, service):
+    # given a run submitted with Phi-4, whose serving size was chosen then from Phi-4's inference list
+    record = trained_run(ctx, service)
+    assert service.jobs[record.run_id]["properties"]["tags"]["ft-autopilot-serving-size"] == "Standard_NC24ads_A100_v4"
+
+    # when the registry stops listing the base model while the job trains, and the job then finishes
+    service.registry_models.clear()
+    calls_before = len(service.calls)
+    on_job_event(job_finished(record.run_id))
+    sweep()
+
+    # then the model is deployed on the size its run chose, carried on the registered model, without the registry
+    run = ctx.ledger.get(record.run_id)
+    assert run.state == RunState.DEPLOYED, run.history[-1].reason
+    (model,) = service.models.values()
+    assert model["properties"]["tags"]["ft-autopilot-serving-size"] == "Standard_NC24ads_A100_v4"
+    deployment = service.deployments[run.endpoint.name][run.endpoint.deployment]
+    assert deployment["properties"]["instanceType"] == "Standard_NC24ads_A100_v4"
+    assert not [call for call in service.calls[calls_before:] if call[0].startswith("registry.")]
+
+
+def test_a_deprecated_base_model_and_a_retiring_serving_size_are_warnings_on_the_run(
+    ctx: AppContext, settings, service
+):
+    # given Phi-3 deprecated for fine-tuning but not yet retired, and the notebook's old serving size set
+    phi3 = recorded.spec_document(recorded.PHI3_SPEC)
+    phi3["isArchived"] = False
+    phi3["system_metadata"]["deprecation"]["finetuneRetirementDate"] = "2099-01-01T00:00:00Z"
+    service.put_registry_model(phi3)
+    ctx.engine_factory = lambda: adapter_over(
+        service,
+        datasets_container=settings.datasets_container,
+        base_model_id=PHI3_ID,
+        inference_instance_type="Standard_NC6s_v3",
+    )
+
+    on_dataset_uploaded(upload(ctx.settings, "train.jsonl", VALID))
+
+    # then the job is submitted, and the run says what is coming
+    (record,) = ctx.ledger.list()
+    assert record.state == RunState.SUBMITTED
+    assert [w.code for w in record.warnings] == [
+        "base_model_deprecated",
+        "model_defaults_dropped",
+        "serving_size_retiring",
+    ]
+    assert record.warnings[0].message.startswith(
+        "Phi-3-mini-4k-instruct version 15 is deprecated for fine-tuning since 2025-06-30, and retires on 2099-01-01"
+    )
+    assert record.warnings[2].message.startswith("AZUREML_INFERENCE_INSTANCE_TYPE=Standard_NC6s_v3 is a GPU size")
+
+
+def test_a_scoring_request_that_gets_no_answer_in_time_is_a_timeout(ctx: AppContext, service, engine):
+    # given a deployed endpoint that answers slowly
+    run = deployed_run(ctx, service, "train.jsonl", VALID)
+    service.scoring.answer_after_s = 1.0
+
+    # when it is asked with a shorter timeout
+    with pytest.raises(EngineError) as raised:
+        engine.invoke(run.endpoint.name, {"input_data": {"input_string": []}}, timeout_s=0.2)
+
+    # then the adapter says so with the lifecycle's code, as a transient error
+    assert raised.value.code == "scoring_timeout" and raised.value.transient is True
+    assert raised.value.message == f"{run.endpoint.name} did not answer within 0.2 s"
+
+
 def test_a_second_model_replaces_the_first_and_the_previous_deployment_is_deleted(ctx: AppContext, service):
     # given a deployed first run
     first = deployed_run(ctx, service, "first.jsonl", VALID)
@@ -342,10 +408,26 @@ def test_a_job_that_missed_heartbeats_is_still_running(ctx: AppContext, service,
     assert engine.get_job(record.run_id).status == JobStatus.RUNNING
 
 
+def test_a_just_deployed_endpoint_is_kept_while_azure_monitor_has_not_shown_its_requests(ctx: AppContext, service):
+    # given an endpoint created hours ago that has just been given a new model, whose smoke-test request Azure
+    # Monitor has not ingested yet
+    run = deployed_run(ctx, service, "train.jsonl", VALID)
+    service.scoring.requests.clear()
+
+    # when the next sweep runs
+    sweep()
+
+    # then idleness counts from the deployment, not from the endpoint's creation: it stays
+    assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYED
+    assert run.endpoint.name in service.endpoints
+
+
 def test_an_idle_deployed_endpoint_is_torn_down_and_its_run_keeps_what_restore_needs(ctx: AppContext, service):
     run = deployed_run(ctx, service, "train.jsonl", VALID)
     service.scoring.requests.clear()  # Azure Monitor has no request in the window
 
+    later = datetime.now(UTC) + timedelta(minutes=90)  # IDLE_MINUTES (60) after the deployment
+    ctx.now = lambda: later
     sweep()
 
     torn_down = ctx.ledger.get(run.run_id)

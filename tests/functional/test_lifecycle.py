@@ -336,3 +336,28 @@ def test_an_endpoint_with_a_deployment_in_progress_is_not_torn_down(ctx: AppCont
     assert torn_down == []
     assert first.endpoint.name in engine.endpoints
     assert ctx.ledger.get(first.run_id).state == RunState.DEPLOYED
+
+
+def test_a_deployment_stuck_provisioning_past_the_deadline_is_rolled_back(ctx: AppContext, engine: FakeEngine):
+    # given a run whose deployment never leaves Creating
+    run = trained_run(ctx, engine)
+    engine.deployment_states["d-" + run.run_id.removeprefix("ft-")] = "Creating"
+    on_job_event(event_for(run.run_id))
+    assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYING
+
+    # when the sweep looks before DEPLOY_TIMEOUT_MINUTES (120) have passed, the run keeps waiting
+    later(ctx, 100)
+    sweep_idle_endpoints(TimerRequest(past_due=False))
+    assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYING
+
+    # when it looks after the deadline
+    later(ctx, 130)
+    sweep_idle_endpoints(TimerRequest(past_due=False))
+
+    # then the deployment is deleted and the run rolled back, saying why
+    record = ctx.ledger.get(run.run_id)
+    assert record.state == RunState.ROLLED_BACK
+    assert record.error.code == "deployment_timeout"
+    assert record.error.message.startswith(f"deployment {record.endpoint.deployment} is still Creating after 13")
+    assert "(DEPLOY_TIMEOUT_MINUTES)" in record.error.message
+    assert record.endpoint.deployment not in engine.deployments.get(record.endpoint.name, {})

@@ -254,3 +254,54 @@ def test_a_list_of_only_retiring_sizes_asks_for_the_setting():
 )
 def test_retiring_gpu_families(size, retiring):
     assert is_retiring(size) is retiring
+
+
+# -- what a document does not say, and dates it says in other ways ---------------------------------------------
+
+
+def test_a_document_without_archive_state_or_compute_lists_says_so(phi4):
+    # given what `az ml model show` may print: no isArchived (the SDK drops it), no stage, no system metadata
+    shown = {"name": "Phi-4", "version": 8, "tags": {"model_specific_defaults": "{'num_train_epochs': 1}"}}
+
+    model = from_model_document(shown, registry="azureml")
+
+    assert model.not_stated == ("archive state (isArchived)", "fine-tune compute list", "inference compute list")
+    assert model.archived is False and model.finetune_defaults == {"num_train_epochs": 1}
+    assert from_model_document(phi4, registry="azureml").not_stated == ()
+
+
+def test_an_unquoted_yaml_retirement_date_is_read(phi3):
+    phi3["isArchived"] = False
+    phi3["system_metadata"]["deprecation"] = yaml.safe_load("finetuneRetirementDate: 2025-08-30")
+
+    with pytest.raises(BaseModelUnavailable) as raised:
+        check_fine_tunable(from_model_document(phi3, registry="azureml"), NOW)
+
+    assert "retired for fine-tuning on 2025-08-30" in raised.value.message
+
+
+def test_a_time_with_seven_fraction_digits_keeps_its_offset(phi3):
+    phi3["isArchived"] = False
+    phi3["system_metadata"]["deprecation"] = {"finetuneRetirementDate": "2027-01-01T01:00:00.1234567+05:00"}
+
+    model = from_model_document(phi3, registry="azureml")
+
+    assert model.finetune_retirement == datetime(2026, 12, 31, 20, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_an_unreadable_retirement_date_is_a_warning_not_silence(phi3):
+    phi3["isArchived"] = False
+    phi3["system_metadata"]["deprecation"] = {"finetuneRetirementDate": "08/30/2025"}
+
+    warnings = check_fine_tunable(from_model_document(phi3, registry="azureml"), NOW)
+
+    assert warnings == [
+        "Phi-3-mini-4k-instruct version 15: cannot read finetuneRetirementDate '08/30/2025', so it was not checked"
+    ]
+
+
+def test_a_model_without_an_inference_list_needs_the_setting():
+    with pytest.raises(ComputeNotUsable) as raised:
+        inference_size(None, None)
+
+    assert raised.value.message == "the base model lists no inference sizes: set AZUREML_INFERENCE_INSTANCE_TYPE"

@@ -303,3 +303,26 @@ def test_an_unusable_model_file_exits_2(offline, tmp_path, capsys, content):
 
     assert code == 2
     assert "autopilot: invalid_input: " in capsys.readouterr().err
+
+
+def test_what_a_model_file_does_not_say_is_listed_as_checked_at_submission(offline, tmp_path, capsys):
+    # given a model's YAML that says nothing of its archive state or compute lists
+    model_file = tmp_path / "shown.yaml"
+    model_file.write_text("name: Phi-4\nversion: 8\ntags:\n  model_specific_defaults: \"{'num_train_epochs': 1}\"\n")
+
+    code = dry_run_with(model_file, "--json")
+
+    result, inputs = dry_run_inputs(capsys.readouterr().out)
+    assert code == 0 and inputs["num_train_epochs"] == "1"
+    assert [a for a in result["assumptions"] if a.startswith("the model file does not give")] == [
+        "the model file does not give its archive state (isArchived): the registry's is applied at submission",
+        "the model file does not give its fine-tune compute list: the registry's is applied at submission",
+        "the model file does not give its inference compute list: the registry's is applied at submission",
+    ]
+
+
+def test_a_model_file_without_dry_run_is_bad_usage(offline, capsys: pytest.CaptureFixture[str]):
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--model-file", str(PHI4_SPEC)])
+
+    assert code == 2
+    assert "--model-file goes with --dry-run" in capsys.readouterr().err

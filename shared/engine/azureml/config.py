@@ -13,6 +13,11 @@ from shared.engine.base import RUN_TAG, JobSpec
 from shared.errors import EngineNotConfigured
 from shared.settings import Settings
 
+# The VM size a run's model is served on, chosen at submission from its base model's inference list and carried
+# from the job to the registered model: deploying and restoring never depend on the registry still listing the base
+# model, nor on what BASE_MODEL_ID names by then.
+SERVING_SIZE_TAG = "ft-autopilot-serving-size"
+
 
 @dataclass(frozen=True)
 class AzureMLConfig:
@@ -81,8 +86,11 @@ def run_pipeline_spec(
     model_defaults: Mapping[str, Any],
     component_inputs: Iterable[str],
     compute: FinetuneCompute,
+    serving_size: str | None,
 ) -> PipelineJobSpec:
-    """A run's pipeline job, once its base model and compute are known (from the service, or assumed offline)."""
+    """A run's pipeline job, once its base model and compute are known (from the service, or assumed offline). The
+    serving size, when known, goes on the job as a tag, for the registered model to carry."""
+    serving = {SERVING_SIZE_TAG: serving_size} if serving_size else {}
     return pipeline_job_spec(
         job_name=spec.run_id,
         experiment_name=config.experiment_name,
@@ -94,5 +102,5 @@ def run_pipeline_spec(
         compute=compute,
         train_uri=config.data_uri(spec.data.container, spec.data.train_blob),
         test_uri=config.data_uri(spec.data.container, spec.data.test_blob),
-        tags={**spec.tags, RUN_TAG: spec.run_id},
+        tags={**spec.tags, **serving, RUN_TAG: spec.run_id},
     )

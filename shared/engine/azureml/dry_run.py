@@ -15,7 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from shared.engine.azureml.config import AzureMLConfig, run_pipeline_spec
-from shared.engine.azureml.foundation import check_compute_size, inference_size, parse_base_model_id
+from shared.engine.azureml.foundation import (
+    check_compute_size,
+    inference_size,
+    parse_base_model_id,
+    serving_size_warning,
+)
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable
 from shared.engine.azureml.pipeline import (
     SERVERLESS,
@@ -89,10 +94,16 @@ def offline_pipeline_job(
         model = FoundationModel(id=base.asset_id, name=base.name, version=base.version or base.label or "")
         serving = config.inference_instance_type
     else:
+        assumptions.extend(
+            f"the model file does not give its {what}: the registry's is applied at submission"
+            for what in model.not_stated
+        )
         warnings.extend(check_fine_tunable(model, now))
         if serverless:
             check_compute_size(config.finetune_instance_type, model.finetune_allow_list)
-        serving = inference_size(config.inference_instance_type, model.inference_allow_list)
+        serving = config.inference_instance_type
+        if model.inference_allow_list is not None or serving:
+            serving = inference_size(serving, model.inference_allow_list)
     job_spec = run_pipeline_spec(
         config,
         spec,
@@ -101,10 +112,14 @@ def offline_pipeline_job(
         model_defaults=model.finetune_defaults,
         component_inputs=list(component.inputs),
         compute=compute,
+        serving_size=serving,
     )
     dropped = job_spec.dropped_defaults_warning(config.pipeline_version)
     if dropped:
         warnings.append(dropped)
+    retiring = serving_size_warning(config.inference_instance_type)
+    if retiring:
+        warnings.append(retiring)
     job = build_pipeline_job(component, job_spec)
     return DryRun(
         job_name=spec.run_id,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from shared.engine.azureml.config import AzureMLConfig, run_pipeline_spec
+from shared.engine.azureml.config import SERVING_SIZE_TAG, AzureMLConfig, run_pipeline_spec
 from shared.engine.azureml.foundation import (
     BaseModelRef,
     BaseModelUnavailable,
@@ -29,6 +29,7 @@ from shared.engine.azureml.foundation import (
     gpus_per_node,
     inference_size,
     parse_base_model_id,
+    serving_size_warning,
 )
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable, from_registry_body
 from shared.engine.azureml.monitoring import EndpointActivity, LazyMetricsClient, MetricsQuery, endpoint_activity
@@ -156,6 +157,9 @@ class AzureMLEngine:
         warnings = [JobWarning("base_model_deprecated", note) for note in notes]
         if dropped:
             warnings.append(JobWarning("model_defaults_dropped", dropped))
+        retiring = serving_size_warning(self.config.inference_instance_type)
+        if retiring:
+            warnings.append(JobWarning("serving_size_retiring", retiring))
         try:
             created = self._workspace.jobs.create_or_update(job, experiment_name=self.config.experiment_name)
         except Exception as exc:
@@ -164,14 +168,11 @@ class AzureMLEngine:
                 raise error from exc
             created = self._workspace.jobs.get(spec.run_id)  # a concurrent delivery submitted it first
         logger.info("run %s: submitted pipeline job %s", spec.run_id, created.name, extra={"run_id": spec.run_id})
-        for warning in warnings:
-            logger.warning("run %s: %s", spec.run_id, warning.message, extra={"run_id": spec.run_id})
         return replace(self._job_info(created), warnings=tuple(warnings))
 
     def pipeline_job_spec(self, spec: JobSpec, model: FoundationModel) -> PipelineJobSpec:
-        """The job this run submits: the base model's defaults and the compute resolved against the service."""
-        # a size the model cannot be served on would only show after hours of training
-        inference_size(self.config.inference_instance_type, model.inference_allow_list)
+        """The job this run submits: the base model's defaults and the compute resolved against the service, and the
+        serving size (a size the model cannot be served on would only show after hours of training)."""
         return run_pipeline_spec(
             self.config,
             spec,
@@ -180,6 +181,7 @@ class AzureMLEngine:
             model_defaults=model.finetune_defaults,
             component_inputs=list(self._pipeline_component().inputs),
             compute=self.finetune_compute(model),
+            serving_size=inference_size(self.config.inference_instance_type, model.inference_allow_list),
         )
 
     def foundation_model(self) -> FoundationModel:
@@ -208,13 +210,18 @@ class AzureMLEngine:
         self._foundation = from_registry_body(body, registry=ref.registry, name=ref.name)
         return self._foundation
 
-    def inference_instance_type(self) -> str:
-        """AZUREML_INFERENCE_INSTANCE_TYPE, or the cheapest current size in the base model's inference list (the
-        model as last read: its list does not change with a deployment)."""
+    def serving_size(self, model: ModelRef) -> str:
+        """AZUREML_INFERENCE_INSTANCE_TYPE, or the size chosen for the model's run at submission (its tag); a model
+        registered before the tag existed falls back to the current base model's inference list."""
         if self.config.inference_instance_type:
             return self.config.inference_instance_type
-        model = self._foundation or self.foundation_model()
-        return inference_size(None, model.inference_allow_list)
+        tags = model.tags or {}
+        if SERVING_SIZE_TAG not in tags:
+            registered = self.get_model(model.name, version=model.version)
+            tags = registered.tags if registered is not None else {}
+        if tags.get(SERVING_SIZE_TAG):
+            return tags[SERVING_SIZE_TAG]
+        return inference_size(None, (self._foundation or self.foundation_model()).inference_allow_list)
 
     def finetune_compute(self, model: FoundationModel) -> FinetuneCompute:
         """The notebook's checks: the cluster exists and has not failed, its size is allowed, and its GPUs per node
@@ -311,13 +318,15 @@ class AzureMLEngine:
         existing = self.get_model(model_name, version=version)
         if existing is not None:
             return existing
+        job_tags = self.get_job(job_name).tags
+        serving = {SERVING_SIZE_TAG: job_tags[SERVING_SIZE_TAG]} if SERVING_SIZE_TAG in job_tags else {}
         model = Model(
             name=model_name,
             version=version,
             type=AssetTypes.MLFLOW_MODEL,
             path=f"azureml://jobs/{job_name}/outputs/{TRAINED_MODEL_OUTPUT}",
             description=f"{model_name}: fine-tuned by ft-autopilot run {job_name} (chat completion)",
-            tags={**tags, RUN_TAG: tags.get(RUN_TAG, job_name)},
+            tags={**tags, **serving, RUN_TAG: tags.get(RUN_TAG, job_name)},
         )
         try:
             created = self._workspace.models.create_or_update(model)
@@ -388,7 +397,7 @@ class AzureMLEngine:
             name=deployment_name,
             endpoint_name=endpoint_name,
             model=f"azureml:{model.name}:{model.version}",
-            instance_type=self.inference_instance_type(),
+            instance_type=self.serving_size(model),
             instance_count=1,
             liveness_probe=ProbeSettings(initial_delay=LIVENESS_INITIAL_DELAY_S),
             request_settings=OnlineRequestSettings(request_timeout_ms=REQUEST_TIMEOUT_MS),
@@ -459,7 +468,7 @@ class AzureMLEngine:
         except (TimeoutError, urllib.error.URLError) as exc:
             if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
                 raise EngineError(
-                    f"{endpoint_name} did not answer within {timeout:.0f} s", code="scoring_timeout"
+                    f"{endpoint_name} did not answer within {timeout:g} s", code="scoring_timeout"
                 ) from exc
             raise EngineError(f"{endpoint_name} did not answer: {exc}", code="scoring_unavailable") from exc
         except ValueError as exc:
@@ -509,14 +518,23 @@ class AzureMLEngine:
             created_at=_parse_time(properties.get("createdAt")) or _parse_time(tags.get(CREATED_AT_TAG)),
             traffic=self._traffic(endpoint),
         )
-        if with_activity and info.is_managed and self._metrics is not None and endpoint.id:
-            try:
-                with translated(f"read the request metrics of endpoint {endpoint.name}"):
-                    activity = endpoint_activity(self._metrics, endpoint.id, self.config.idle_window, now=self._now())
-            except EngineError as exc:  # unknown activity is never taken for idleness
-                logger.warning("endpoint %s: %s; counted as in use", endpoint.name, exc.message)
-                activity = EndpointActivity(requests=0, last_request_at=self._now())
+        if with_activity and info.is_managed:
+            activity = self._activity(endpoint)
         return replace(info, request_count=activity.requests, last_request_at=activity.last_request_at)
+
+    def _activity(self, endpoint: Any) -> EndpointActivity:
+        """Requests over the idle window. Unknown activity is never taken for idleness: without a metrics client
+        or a resource id, or on any error, the endpoint counts as used now."""
+        in_use = EndpointActivity(requests=0, last_request_at=self._now())
+        if self._metrics is None or not endpoint.id:
+            logger.warning("endpoint %s: no request metrics to read; counted as in use", endpoint.name)
+            return in_use
+        try:
+            with translated(f"read the request metrics of endpoint {endpoint.name}"):
+                return endpoint_activity(self._metrics, endpoint.id, self.config.idle_window, now=self._now())
+        except EngineError as exc:
+            logger.warning("endpoint %s: %s; counted as in use", endpoint.name, exc.message)
+            return in_use
 
     def _traffic(self, endpoint: Any) -> dict[str, int]:
         """Every deployment with its weight: the service (and the SDK, before it sends) drops 0% entries from the

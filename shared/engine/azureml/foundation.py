@@ -20,15 +20,16 @@ INFERENCE_SIZE_SETTING = "AZUREML_INFERENCE_INSTANCE_TYPE"
 UNSUPPORTED_GPU_SIZES = frozenset({"standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r"})  # K80
 # GPU families Azure has retired or is retiring (K80 NC, P100 NCv2, V100 NCv3 and NDv2, P40 ND): never a default.
 RETIRING_GPU_SIZES = re.compile(r"^standard_(nc\d+r?|nc\d+r?s_v2|nc\d+r?s_v3|nd\d+r?s|nd40rs_v2)$", re.IGNORECASE)
-# Current inference sizes, cheapest first: the default is the first of these the model's inference list names.
+# Current inference sizes by pay-as-you-go price per hour, lowest first (Linux, US East, as Azure's price list
+# ranks them): the default is the first of these the model's inference list names.
 INFERENCE_SIZE_PREFERENCE = (
     "Standard_NC4as_T4_v3",
     "Standard_NC8as_T4_v3",
     "Standard_NC16as_T4_v3",
     "Standard_NC24ads_A100_v4",
+    "Standard_NC64as_T4_v3",
     "Standard_NC40ads_H100_v5",
     "Standard_NC48ads_A100_v4",
-    "Standard_NC64as_T4_v3",
     "Standard_NC80adis_H100_v5",
     "Standard_NC96ads_A100_v4",
     "Standard_ND96asr_v4",
@@ -129,13 +130,26 @@ def is_retiring(size: str) -> bool:
     return bool(RETIRING_GPU_SIZES.match(size.strip()))
 
 
+def serving_size_warning(configured: str | None) -> str | None:
+    """A set serving size that Azure is retiring still works until it does not: say so on every run."""
+    if configured and is_retiring(configured):
+        return (
+            f"{INFERENCE_SIZE_SETTING}={configured} is a GPU size Azure is retiring: deployments on it will stop "
+            "being possible; choose a current size from the model's inference list, or unset the setting"
+        )
+    return None
+
+
 def inference_size(configured: str | None, allow_list: Iterable[str] | None) -> str:
     """The VM size deployments use: the setting when given (checked against the model's list), otherwise the
-    cheapest current size in the model's inference list."""
+    cheapest current size in the model's inference list. A model without a list needs the setting: guessing a size
+    could give a deployment that runs out of memory only after hours of training."""
     if configured:
         check_compute_size(configured, allow_list, purpose=f"serving ({INFERENCE_SIZE_SETTING})")
         return configured
     listed = list(allow_list or ())
+    if not listed:
+        raise ComputeNotUsable(f"the base model lists no inference sizes: set {INFERENCE_SIZE_SETTING}")
     by_name = {size.lower(): size for size in listed}
     for preferred in INFERENCE_SIZE_PREFERENCE:
         if preferred.lower() in by_name:
@@ -143,8 +157,6 @@ def inference_size(configured: str | None, allow_list: Iterable[str] | None) -> 
     current = [size for size in listed if not is_retiring(size)]
     if current:
         return current[0]
-    if not listed:
-        return INFERENCE_SIZE_PREFERENCE[0]
     raise ComputeNotUsable(
         f"every size in the model's inference list is retiring ({', '.join(listed)}): set {INFERENCE_SIZE_SETTING}"
     )

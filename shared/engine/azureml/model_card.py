@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from shared.engine.azureml.foundation import BASE_MODEL_SETTING, BaseModelUnavailable
@@ -47,6 +47,8 @@ class FoundationModel:
     finetune_deprecation: datetime | None = None
     finetune_retirement: datetime | None = None
     fine_tuning_tasks: tuple[str, ...] | None = None
+    not_stated: tuple[str, ...] = ()  # what the document does not say (checked at submission instead)
+    unreadable: tuple[str, ...] = ()  # "key: value" of dates present but not readable
 
 
 def from_registry_body(body: Mapping[str, Any], *, registry: str, name: str) -> FoundationModel:
@@ -55,7 +57,8 @@ def from_registry_body(body: Mapping[str, Any], *, registry: str, name: str) -> 
     system_metadata = _mapping(properties.get("systemMetadata")) or _mapping(properties.get("system_metadata"))
     version = str(body.get("name") or _version_from_id(str(body.get("id") or "")))
     archived = _is_true(properties.get("isArchived")) or str(properties.get("stage") or "").lower() == "archived"
-    return _card(registry, name, version, _mapping(properties.get("tags")), system_metadata, archived)
+    stated = "isArchived" in properties or "stage" in properties
+    return _card(registry, name, version, _mapping(properties.get("tags")), system_metadata, archived, stated)
 
 
 def from_model_document(document: Mapping[str, Any], *, registry: str) -> FoundationModel:
@@ -68,8 +71,12 @@ def from_model_document(document: Mapping[str, Any], *, registry: str) -> Founda
         or _is_true(document.get("is_archived"))
         or str(document.get("stage") or "").lower() == "archived"
     )
+    # a spec.yaml leaves isArchived out when the model is active; `az ml model show` never prints it (the SDK drops
+    # it), so only a spec.yaml's silence says "active"
+    stated = any(key in document for key in ("isArchived", "is_archived", "stage", "$schema"))
     tags = _mapping(document.get("tags"))
-    return _card(registry, str(document["name"]), str(document["version"]), tags, system_metadata, archived)
+    name, version = str(document["name"]), str(document["version"])
+    return _card(registry, name, version, tags, system_metadata, archived, stated)
 
 
 def check_fine_tunable(model: FoundationModel, now: datetime) -> list[str]:
@@ -94,7 +101,7 @@ def check_fine_tunable(model: FoundationModel, now: datetime) -> list[str]:
             f"{BASE_MODEL_SETTING}: {where} is not offered for chat-completion fine-tuning "
             f"(system_metadata.tasks.fineTuningTasks: {', '.join(model.fine_tuning_tasks) or 'none'})"
         )
-    warnings = []
+    warnings = [f"{where}: cannot read {entry}, so it was not checked" for entry in model.unreadable]
     if model.finetune_deprecation is not None and model.finetune_deprecation <= now:
         retires = f", and retires on {model.finetune_retirement:%Y-%m-%d}" if model.finetune_retirement else ""
         warnings.append(
@@ -111,24 +118,50 @@ def _card(
     tags: Mapping[str, Any],
     system_metadata: Mapping[str, Any],
     archived: bool,
+    archive_stated: bool,
 ) -> FoundationModel:
     supported = _mapping(system_metadata.get("supportedComputes"))
     deprecation = _mapping(system_metadata.get("deprecation"))
     tasks = _mapping(system_metadata.get("tasks"))
     fine_tuning_tasks = _string_list(tasks.get("fineTuningTasks"))
+    dates, unreadable = {}, []
+    for key, legacy in (
+        ("finetuneDeprecationDate", "FinetuneDeprecationDate"),
+        ("finetuneRetirementDate", "FinetuneRetirementDate"),
+    ):
+        raw = deprecation.get(key) if key in deprecation else tags.get(legacy)
+        dates[key] = _time(raw)
+        if raw not in (None, "") and dates[key] is None:
+            unreadable.append(f"{key} {raw!r}")
+    finetune_list = _string_list(supported.get("finetuneComputes")) or _string_list(
+        tags.get(LEGACY_FINETUNE_ALLOW_LIST)
+    )
+    inference_list = _string_list(supported.get("inferenceComputes")) or _string_list(
+        tags.get(LEGACY_INFERENCE_ALLOW_LIST)
+    )
+    not_stated = [
+        what
+        for what, stated in (
+            ("archive state (isArchived)", archive_stated),
+            ("fine-tune compute list", finetune_list is not None),
+            ("inference compute list", inference_list is not None),
+            ("model_specific_defaults", MODEL_DEFAULTS_TAG in tags),
+        )
+        if not stated
+    ]
     return FoundationModel(
         id=f"azureml://registries/{registry}/models/{name}/versions/{version}",
         name=name,
         version=version,
         finetune_defaults=_defaults(tags.get(MODEL_DEFAULTS_TAG)),
-        finetune_allow_list=_string_list(supported.get("finetuneComputes"))
-        or _string_list(tags.get(LEGACY_FINETUNE_ALLOW_LIST)),
-        inference_allow_list=_string_list(supported.get("inferenceComputes"))
-        or _string_list(tags.get(LEGACY_INFERENCE_ALLOW_LIST)),
+        finetune_allow_list=finetune_list,
+        inference_allow_list=inference_list,
         archived=archived,
-        finetune_deprecation=_time(deprecation.get("finetuneDeprecationDate") or tags.get("FinetuneDeprecationDate")),
-        finetune_retirement=_time(deprecation.get("finetuneRetirementDate") or tags.get("FinetuneRetirementDate")),
+        finetune_deprecation=dates["finetuneDeprecationDate"],
+        finetune_retirement=dates["finetuneRetirementDate"],
         fine_tuning_tasks=fine_tuning_tasks,
+        not_stated=tuple(not_stated),
+        unreadable=tuple(unreadable),
     )
 
 
@@ -158,18 +191,17 @@ def _literal(text: Any) -> Any:
 
 
 def _time(value: Any) -> datetime | None:
+    """An ISO date or time (quoted in YAML: a string; unquoted: a date); one without a zone is UTC."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")  # Python 3.11 takes at most 6 fraction digits
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str) and value.strip():
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

@@ -27,6 +27,7 @@ class ScoringServer:
         self.service = service
         self.requests: dict[str, list[datetime]] = defaultdict(list)
         self.pinned: list[str | None] = []
+        self.answer_after_s = 0.0  # how long every answer takes
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -53,6 +54,7 @@ class ScoringServer:
                 endpoint_name = self.path.strip("/").split("/")[0]
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 status, answer = server.answer(endpoint_name, self.headers, body)
+                threading.Event().wait(server.answer_after_s)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
