@@ -7,7 +7,7 @@
 In one run, with one LocalEngine over a real Azurite (state in .state/bench/local-engine/, reused across runs so
 the SmolLM2 conversion is cached):
 1. training: for each model, a job on the first 200 conversations of samples/ultrachat_sample.jsonl (the other
-   40 are the test split), with the engine's preset (parameters_for("local", model)); SmolLM2 is bounded with
+   40 are the test split), with the engine's preset (parameters_for(LOCAL_PRESETS[model])); SmolLM2 is bounded with
    max_steps. Tokens/s come from the job's metrics.json; the job's wall time and the worker's peak RSS are
    measured here (the worker is this process's child: its exact ru_maxrss comes from wait4).
 2. serving: the trained model is registered, deployed on a local endpoint (100% traffic) and measured with
@@ -228,10 +228,10 @@ class TrainResult:
 def train(engine, data, model: str, smollm2_steps: int, quiet_wait_s: float) -> TrainResult:
     from shared.engine.base import RUN_TAG, JobSpec
     from shared.engine.local.jobfiles import JobFiles
-    from shared.finetune import parameters_for
+    from shared.finetune import LOCAL_PRESETS, parameters_for
 
     overrides: dict[str, object] = {"max_steps": smollm2_steps} if model == SMOLLM2 else {}
-    params = parameters_for("local", model, overrides)
+    params = parameters_for(LOCAL_PRESETS.get(model, {}), overrides)
     run_id = f"bench-{SHORT_NAMES.get(model, 'model')}-{uuid.uuid4().hex[:8]}"
     conversion = reuse_cached_conversion(ENGINE_STATE / "models", model)
     result = TrainResult(model=model, run_id=run_id, status="submitted", conversion=conversion)
@@ -665,8 +665,9 @@ def deployment_threads(pid: int) -> str:
 
 
 def serve_mlflow(model_ref, model: str, chosen, plan: LoadPlan) -> ServeResult:
-    from shared.engine.local.processes import free_port
     from shared.engine.local.tracking import tracking_uri
+
+    from shared.engine.local.processes import free_port
 
     result = ServeResult(model=model, server="mlflow")
     result.threads = "uvicorn, 1 worker; each request in a thread (asyncio.to_thread): generations run concurrently"
@@ -821,7 +822,7 @@ def render(args, trained: list[TrainResult], served: list[ServeResult], run_load
         "time of the optimizer steps only (evaluations in between excluded). The job wall time runs from "
         "`submit_job` to the terminal status and includes worker start-up, base-model load (and conversion when "
         "not cached), base and final evaluation on the 40 test rows, merging, saving and logging the model to MLflow.",
-        '- Presets: `parameters_for("local", model)`; tiny: full fine-tuning, '
+        '- Presets: `parameters_for(LOCAL_PRESETS[model])`; tiny: full fine-tuning, '
         f"{_preset(TINY)}; SmolLM2: LoRA, {_preset(SMOLLM2)}, bounded with max_steps={args.smollm2_steps} "
         f"({args.smollm2_steps} steps x batch 8 = {args.smollm2_steps * 8} conversations).",
         "- Worker peak RSS: the worker is a child of this process; its `ru_maxrss` from wait4 (VmHWM sampled every "

@@ -198,10 +198,11 @@ def _run(args: argparse.Namespace) -> int:
 def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 with a job; 1 for an invalid dataset, or a base model or compute the service would refuse; 2 for bad
     usage, settings (e.g. BASE_MODEL_ID) or model file."""
+    from shared.engine import engine_profile
     from shared.errors import AutopilotError
     from shared.runner import dry_run
 
-    if settings.engine != "azureml":
+    if not engine_profile(settings).previews_jobs_offline:
         print("autopilot: --dry-run prints the Azure ML pipeline job: use it with --engine azureml", file=sys.stderr)
         return EXIT_USAGE
     if args.model_file is not None and not args.model_file.is_file():
@@ -243,7 +244,7 @@ def _endpoints(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     try:
-        engine = build_engine(settings)
+        engine = build_engine(settings).engine
         if args.endpoint_command == "key":
             print(engine.get_keys(args.name).primary)
         elif args.endpoint_command == "delete":

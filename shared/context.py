@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.engine import build_engine
+from shared.engine import build_engine, engine_profile
 from shared.engine.base import Engine
+from shared.engine.profile import EngineProfile
 from shared.ledger import RunLedger
 from shared.notifications import EventGridNotifier, NoNotifier, Notifier
 from shared.settings import Settings, get_settings
@@ -39,9 +40,14 @@ class AppContext:
             settings=settings,
             store=store,
             ledger=RunLedger(store, settings.runs_container),
-            engine_factory=engine_factory or (lambda: build_engine(settings, store)),
+            engine_factory=engine_factory or (lambda: build_engine(settings, store).engine),
             notifier=notifier,
         )
+
+    @property
+    def profile(self) -> EngineProfile:
+        """What the configured engine implies (its base model, event topic, endpoint scope...): no engine needed."""
+        return engine_profile(self.settings)
 
     @property
     def engine(self) -> Engine:

@@ -7,6 +7,7 @@ component expects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import orjson
@@ -75,9 +76,9 @@ LOCAL_PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def parameters_for(engine: str, base_model: str, overrides: dict[str, object] | None = None) -> FineTuneParameters:
-    """The effective parameters of a run: the notebook's defaults, the local preset for the model, then overrides.
-
-    Unknown names or bad values raise pydantic's ValidationError."""
-    preset = LOCAL_PRESETS.get(base_model, {}) if engine == "local" else {}
-    return FineTuneParameters.model_validate({**preset, **(overrides or {})})
+def parameters_for(
+    presets: Mapping[str, object] | None = None, overrides: Mapping[str, object] | None = None
+) -> FineTuneParameters:
+    """The effective parameters of a run: the notebook's defaults, the engine's presets for the model (its
+    profile's `parameter_presets`), then overrides. Unknown names or bad values raise pydantic's ValidationError."""
+    return FineTuneParameters.model_validate({**(presets or {}), **(overrides or {})})

@@ -117,7 +117,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     policy = GatePolicy(
         ctx.settings.gate_min_improvement,
         ctx.settings.gate_champion_tolerance,
-        require_base_eval=ctx.settings.gate_requires_base_eval,
+        require_base_eval=ctx.profile.gate_requires_base_eval,
     )
     gate = quality_gate(
         metrics,
@@ -174,7 +174,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id = ctx.engine, record.run_id
-    endpoint_name = endpoint_name_for(record.model.name, ctx.settings.endpoint_scope)
+    endpoint_name = endpoint_name_for(record.model.name, ctx.profile.endpoint_scope)
     deployment = deployment_name_for(run_id)
     endpoint = _attempt(
         ctx,
@@ -467,7 +467,7 @@ def _float_tag(value: str | None) -> float | None:
 
 def handle_job_event(ctx: AppContext, event: JobEvent) -> str:
     """What on_job_event does with one Azure ML run event; returns what happened, for the log."""
-    reason = ignore_reason(event, ctx.settings.workspace_topic)
+    reason = ignore_reason(event, ctx.profile.workspace_topic)
     if reason is None:
         record = ctx.ledger.find(event.app_run_id)
         if record is None:
@@ -581,7 +581,7 @@ def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
             if record.endpoint is not None:
                 busy.add(record.endpoint.name)
             elif record.model is not None:
-                busy.add(endpoint_name_for(record.model.name, ctx.settings.endpoint_scope))
+                busy.add(endpoint_name_for(record.model.name, ctx.profile.endpoint_scope))
     return busy
 
 

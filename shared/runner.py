@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from shared.azurite import start_azurite
 from shared.chatdata import ValidationReport, validate_chunks
 from shared.context import AppContext, install_context
+from shared.engine import engine_profile
 from shared.engine.base import JobInfo, JobStatus
 from shared.errors import AutopilotError, InvalidInput
 from shared.finetune import parameters_for
@@ -156,7 +157,8 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
             )
         settings = settings.model_copy(update={"base_model_id": model.id})
         config = replace(config, base_model_id=model.id)
-    parameters = parameters_for(settings.engine, settings.base_model, settings.finetune_overrides)
+    profile = engine_profile(settings)
+    parameters = parameters_for(profile.parameter_presets, settings.finetune_overrides)
     options = validation_options(settings, parameters=parameters)
     with open(path, "rb") as data:
         report = validate_chunks(iter(lambda: data.read(READ_BYTES), b""), options)
@@ -169,11 +171,11 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
         size_bytes=path.stat().st_size,
     )
     record = new_run(
-        run_id=run_id_for(report.sha256, parameters, settings.base_model),
+        run_id=run_id_for(report.sha256, parameters, profile.base_model),
         dataset=dataset,
         parameters=parameters,
-        base_model=settings.base_model,
-        engine="azureml",
+        base_model=profile.base_model,
+        engine=profile.name,
         now=datetime.now(UTC),
     )
     try:

@@ -115,9 +115,7 @@ def intake_dataset(
         logger.info("%s was already taken in as run %s", source, known_run, extra={"run_id": known_run})
         return IntakeOutcome(IntakeStatus.DUPLICATE, known_run, "this upload was already taken in")
 
-    parameters = parameters or parameters_for(
-        ctx.settings.engine, ctx.settings.base_model, ctx.settings.finetune_overrides
-    )
+    parameters = parameters or parameters_for(ctx.profile.parameter_presets, ctx.settings.finetune_overrides)
     with SplitSpool() as spool:
         options = validation_options(ctx.settings, parameters=parameters)
         report = _validate_into(ctx, spool, container, name, blob.etag, options)
@@ -176,14 +174,14 @@ def _take_in(
     receipt_key: str | None,
 ) -> IntakeOutcome:
     """Record the validated dataset as a run (or find it), then prepare and submit it."""
-    run_id = run_id_for(report.sha256, parameters, ctx.settings.base_model, salt=uuid.uuid4().hex if force else "")
+    run_id = run_id_for(report.sha256, parameters, ctx.profile.base_model, salt=uuid.uuid4().hex if force else "")
     record, created = ctx.ledger.create(
         new_run(
             run_id=run_id,
             dataset=dataset,
             parameters=parameters,
-            base_model=ctx.settings.base_model,
-            engine=ctx.settings.engine,
+            base_model=ctx.profile.base_model,
+            engine=ctx.profile.name,
             now=ctx.now(),
         )
     )
@@ -350,7 +348,7 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
     """An ad-hoc run of data already in the datasets container, with parameter overrides."""
     try:
         parameters = parameters_for(
-            ctx.settings.engine, ctx.settings.base_model, {**ctx.settings.finetune_overrides, **request.parameters}
+            ctx.profile.parameter_presets, {**ctx.settings.finetune_overrides, **request.parameters}
         )
     except ValidationError as exc:
         raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc

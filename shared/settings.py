@@ -118,35 +118,14 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def workspace_topic(self) -> str | None:
-        """The Event Grid topic job events must come from: the workspace's resource id (or the local engine's)."""
-        if self.engine == "local":
-            from shared.engine.base import LOCAL_WORKSPACE_TOPIC
-
-            return LOCAL_WORKSPACE_TOPIC
+    def azureml_workspace_id(self) -> str | None:
+        """The Azure ML workspace's resource id (its Event Grid topic), when its three settings are given."""
         if self.azure_subscription_id and self.azure_resource_group and self.azureml_workspace_name:
             return (
                 f"/subscriptions/{self.azure_subscription_id}/resourceGroups/{self.azure_resource_group}"
                 f"/providers/Microsoft.MachineLearningServices/workspaces/{self.azureml_workspace_name}"
             )
         return None
-
-    @property
-    def gate_requires_base_eval(self) -> bool:
-        if self.gate_require_base_eval is not None:
-            return self.gate_require_base_eval
-        return self.engine == "local"
-
-    @property
-    def endpoint_scope(self) -> str:
-        """What endpoint names must be unique within beyond the model: the workspace (Azure ML names are
-        global per region); nothing for the local engine."""
-        return (self.workspace_topic or "") if self.engine == "azureml" else ""
-
-    @property
-    def base_model(self) -> str:
-        """The base model the configured engine fine-tunes."""
-        return self.local_base_model if self.engine == "local" else self.base_model_id
 
 
 @lru_cache(maxsize=1)

@@ -1,20 +1,56 @@
-"""Engines behind one port. `build_engine` is the only place that chooses one, and it imports lazily."""
+"""Engines behind one port. This is the only place that chooses one (`build_engine`, which imports lazily) and
+that knows what each engine implies (`engine_profile`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from shared.engine.base import Engine
+from shared.engine.base import LOCAL_WORKSPACE_TOPIC, Engine
+from shared.engine.profile import EngineProfile
 from shared.errors import EngineNotConfigured
+from shared.finetune import LOCAL_PRESETS
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.storage import BlobStore
 
 
-def build_engine(settings: Settings, store: BlobStore | None = None) -> Engine:
-    """The engine the settings name. One that cannot run here is an EngineNotConfigured error, which intake
-    records on the run: no code path pretends to train."""
+class BuiltEngine(NamedTuple):
+    engine: Engine
+    profile: EngineProfile
+
+
+def engine_profile(settings: Settings) -> EngineProfile:
+    """What the configured engine implies, without building it (intake of an invalid dataset needs no engine)."""
+    if settings.engine == "local":
+        evaluates, topic, scope = True, LOCAL_WORKSPACE_TOPIC, ""
+        base_model, presets = settings.local_base_model, LOCAL_PRESETS.get(settings.local_base_model, {})
+    elif settings.engine == "azureml":
+        # Azure ML endpoint names are unique per region across all customers: the workspace scopes them
+        evaluates, topic = False, settings.azureml_workspace_id
+        scope, base_model, presets = topic or "", settings.base_model_id, {}
+    else:
+        raise EngineNotConfigured(f"AUTOPILOT_ENGINE={settings.engine}: no such engine (local or azureml)")
+    require = settings.gate_require_base_eval
+    return EngineProfile(
+        name=settings.engine,
+        base_model=base_model,
+        workspace_topic=topic,
+        endpoint_scope=scope,
+        evaluates_base_model=evaluates,
+        gate_requires_base_eval=evaluates if require is None else require,
+        parameter_presets=presets,
+        previews_jobs_offline=settings.engine == "azureml",
+    )
+
+
+def build_engine(settings: Settings, store: BlobStore | None = None) -> BuiltEngine:
+    """The engine the settings name, with its profile. One that cannot run here is an EngineNotConfigured error,
+    which intake records on the run: no code path pretends to train."""
+    return BuiltEngine(_engine(settings, store), engine_profile(settings))
+
+
+def _engine(settings: Settings, store: BlobStore | None) -> Engine:
     if settings.engine == "local":
         try:
             from shared.engine.local.engine import LocalEngine

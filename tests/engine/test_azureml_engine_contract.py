@@ -70,7 +70,7 @@ def job_spec():
         return JobSpec(
             run_id=run_id,
             base_model=BASE_MODEL_ID,
-            parameters=parameters_for("azureml", BASE_MODEL_ID),
+            parameters=parameters_for(),
             data=TrainingData("datasets", f"prepared/{run_id}/train.jsonl", f"prepared/{run_id}/test.jsonl"),
             tags={RUN_TAG: run_id},
         )

@@ -10,7 +10,7 @@ import pytest
 from shared.azurite import Azurite
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.engine.local.engine import LocalEngine
-from shared.finetune import parameters_for
+from shared.finetune import LOCAL_PRESETS, parameters_for
 from shared.settings import Settings
 from shared.storage import BlobStore
 from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
@@ -47,7 +47,7 @@ def job_spec(training_data: TrainingData):
         return JobSpec(
             run_id=run_id,
             base_model="tiny",
-            parameters=parameters_for("local", "tiny"),
+            parameters=parameters_for(LOCAL_PRESETS["tiny"]),
             data=training_data,
             tags={RUN_TAG: run_id},
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.finetune import FineTuneParameters
+from shared.engine import engine_profile
+from shared.finetune import LOCAL_PRESETS, FineTuneParameters, parameters_for
 from shared.settings import Settings
 
 
@@ -18,7 +19,7 @@ def test_settings_read_the_fixed_names_from_the_environment(monkeypatch: pytest.
     settings = Settings()
 
     assert (settings.engine, settings.datasets_container, settings.test_fraction) == ("azureml", "uploads", 0.25)
-    assert settings.base_model == settings.base_model_id
+    assert engine_profile(settings).base_model == settings.base_model_id
 
 
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch):
@@ -49,7 +50,25 @@ def test_parameters_default_to_the_notebook_and_refuse_unknown_names():
 
 
 def test_the_gate_requires_a_base_eval_only_from_engines_that_make_one():
-    assert Settings(engine="local").gate_requires_base_eval is True
-    assert Settings(engine="azureml").gate_requires_base_eval is False
-    assert Settings(engine="azureml", gate_require_base_eval=True).gate_requires_base_eval is True
-    assert Settings(engine="local", gate_require_base_eval=False).gate_requires_base_eval is False
+    assert engine_profile(Settings(engine="local")).gate_requires_base_eval is True
+    assert engine_profile(Settings(engine="azureml")).gate_requires_base_eval is False
+    assert engine_profile(Settings(engine="azureml", gate_require_base_eval=True)).gate_requires_base_eval is True
+    assert engine_profile(Settings(engine="local", gate_require_base_eval=False)).gate_requires_base_eval is False
+
+
+def test_each_engine_profile_says_what_the_engine_implies():
+    # given the local engine on the tiny model, and Azure ML with a workspace
+    local = engine_profile(Settings(engine="local", local_base_model="tiny"))
+    azure = engine_profile(
+        Settings(engine="azureml", azure_subscription_id="s", azure_resource_group="g", azureml_workspace_name="w")
+    )
+
+    # then each says its base model, event topic, endpoint-name scope and presets
+    assert (local.name, local.base_model, local.endpoint_scope, local.previews_jobs_offline) == (
+        "local", "tiny", "", False
+    )
+    assert local.workspace_topic.endswith("/workspaces/local") and local.parameter_presets == LOCAL_PRESETS["tiny"]
+    workspace = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
+    assert (azure.workspace_topic, azure.endpoint_scope, azure.parameter_presets) == (workspace, workspace, {})
+    assert azure.base_model == Settings().base_model_id and azure.previews_jobs_offline is True
+    assert parameters_for(local.parameter_presets).num_train_epochs == LOCAL_PRESETS["tiny"]["num_train_epochs"]

@@ -1,0 +1,20 @@
+"""What the app asks of an engine besides its operations, decided once, where the engine is chosen
+(shared/engine/__init__.py): no other module compares the engine's name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    name: str  # "local" or "azureml", as AUTOPILOT_ENGINE says
+    base_model: str  # what this engine fine-tunes (LOCAL_BASE_MODEL or BASE_MODEL_ID)
+    workspace_topic: str | None  # the Event Grid topic job events must come from; None: not known (any topic)
+    endpoint_scope: str  # what endpoint names must be unique within beyond the model ("" when nothing)
+    evaluates_base_model: bool  # the job reports the base model's loss on the test split
+    gate_requires_base_eval: bool  # the quality gate needs that loss (GATE_REQUIRE_BASE_EVAL, else the above)
+    parameter_presets: Mapping[str, Any] = field(default_factory=dict)  # over the notebook's defaults
+    previews_jobs_offline: bool = False  # `autopilot run --dry-run` can print the job this engine would submit
