@@ -10,7 +10,8 @@ from shared.engine import build_engine, engine_profile
 from shared.engine.base import Engine
 from shared.engine.profile import EngineProfile
 from shared.ledger import RunLedger
-from shared.notifications import EventGridNotifier, NoNotifier, Notifier
+from shared.notifications import EventGridNotifier, NoNotifier, Notifier, announce
+from shared.runs import RunRecord
 from shared.settings import Settings, get_settings
 from shared.storage import BlobStore
 
@@ -28,6 +29,12 @@ class AppContext:
     notifier: Notifier = field(default_factory=NoNotifier)
     now: Callable[[], datetime] = utc_now
     _engine: Engine | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ledger.on_transition = self._announce
+
+    def _announce(self, before: RunRecord, after: RunRecord) -> None:
+        announce(self.notifier, after)  # the notifier as it is now: tests and hosts may replace it
 
     @classmethod
     def from_settings(cls, settings: Settings, engine_factory: Callable[[], Engine] | None = None) -> AppContext:

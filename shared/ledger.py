@@ -27,12 +27,15 @@ MAX_WRITE_ATTEMPTS = 50
 
 # A change function returns the new record, or None when there is nothing to change.
 RecordChange = Callable[[RunRecord], RunRecord | None]
+# Told of every transition a `transition` call made (the record before, and after): notifications hang here.
+TransitionHook = Callable[[RunRecord, RunRecord], None]
 
 
 class RunLedger:
-    def __init__(self, store: BlobStore, container: str) -> None:
+    def __init__(self, store: BlobStore, container: str, on_transition: TransitionHook | None = None) -> None:
         self._store = store
         self._container = container
+        self.on_transition = on_transition
 
     def ensure_ready(self) -> None:
         self._store.ensure_container(self._container)
@@ -84,6 +87,21 @@ class RunLedger:
                 logger.debug("run %s: concurrent update, retrying (%d)", run_id, attempt + 1, extra={"run_id": run_id})
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise ConcurrentUpdate(f"run {run_id}: gave up after {MAX_WRITE_ATTEMPTS} conflicting writes")
+
+    def transition(self, run_id: str, change: RecordChange) -> RunRecord:
+        """The one write path for state changes: `update`, then the hook when this call moved the run to another
+        state (a duplicate or late delivery that changes nothing announces nothing)."""
+        moved: list[RunRecord] = []
+
+        def tracked(record: RunRecord) -> RunRecord | None:
+            changed = change(record)
+            moved[:] = [record] if changed is not None and changed.state != record.state else []
+            return changed
+
+        after = self.update(run_id, tracked)
+        if moved and self.on_transition is not None:
+            self.on_transition(moved[0], after)
+        return after
 
     def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
         """Records, newest first, optionally of one state."""

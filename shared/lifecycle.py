@@ -21,7 +21,6 @@ from shared.errors import AutopilotError, InvalidTransition, NotFound
 from shared.events import JobEvent, ignore_reason
 from shared.gate import GatePolicy, quality_gate
 from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
-from shared.notifications import record_transition
 from shared.redaction import redact_secrets
 from shared.runs import (
     EndpointRef,
@@ -78,7 +77,7 @@ def record_job_status(ctx: AppContext, run_id: str, status: JobStatus, *, error:
         return advance_from(record.state, target, reason, ctx.now(), **changes)(record)
 
     before = ctx.ledger.get(run_id)
-    after = record_transition(ctx, run_id, change)
+    after = ctx.ledger.transition(run_id, change)
     if after.state == before.state:
         logger.info("run %s: job %s ignored in state %s", run_id, status, before.state, extra={"run_id": run_id})
     return after
@@ -133,8 +132,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         extra={"run_id": run_id},
     )
     if not gate.passed:
-        return record_transition(
-            ctx,
+        return ctx.ledger.transition(
             run_id,
             advance_from(
                 RunState.TRAINED,
@@ -156,8 +154,7 @@ def _review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     model = _attempt(
         ctx, record, "register", "register_model", lambda: engine.register_model(record.job_name, model_name, tags)
     )
-    return record_transition(
-        ctx,
+    return ctx.ledger.transition(
         run_id,
         advance_from(
             RunState.TRAINED,
@@ -198,8 +195,7 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
         scoring_uri=endpoint.scoring_uri,
         previous_deployment=serving[0] if serving else None,
     )
-    return record_transition(
-        ctx,
+    return ctx.ledger.transition(
         run_id,
         advance_from(
             RunState.REGISTERED,
@@ -263,8 +259,7 @@ def _smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
         "set_model_alias",
         lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
     )
-    return record_transition(
-        ctx,
+    return ctx.ledger.transition(
         run_id,
         advance_from(
             RunState.DEPLOYING,
@@ -301,8 +296,7 @@ def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError,
         ctx, record, "rollback", "delete_deployment", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment)
     )
     kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
-    return record_transition(
-        ctx,
+    return ctx.ledger.transition(
         record.run_id,
         advance_from(RunState.DEPLOYING, RunState.ROLLED_BACK, reason + kept, ctx.now(), error=error, **changes),
     )
@@ -377,8 +371,7 @@ def _note_failure(ctx: AppContext, run_id: str, stage: str, operation: str, exc:
         exc.message,
         extra={"run_id": run_id},
     )
-    record_transition(
-        ctx,
+    ctx.ledger.transition(
         run_id,
         advance_from(
             updated.state,
@@ -553,7 +546,7 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         ctx.engine.delete_endpoint(endpoint.name)
         reason = f"endpoint {endpoint.name} idle for {idle_minutes:.1f} min: torn down; the model is kept for restore"
         for record in serving:
-            record_transition(ctx, record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
+            ctx.ledger.transition(record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
         logger.info("%s", reason)
         torn_down.append(endpoint.name)
     return torn_down
@@ -607,8 +600,7 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
         champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
         model = champion or ModelRef(name=record.model.name, version=record.model.version)
         ref = EndpointRef(name=endpoint_name, deployment=deployment_name_for(record.run_id))
-        record = record_transition(
-            ctx,
+        record = ctx.ledger.transition(
             record.run_id,
             advance_from(
                 RunState.TORN_DOWN,

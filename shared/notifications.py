@@ -10,8 +10,6 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from shared.context import AppContext
-    from shared.ledger import RecordChange
     from shared.runs import RunRecord
 
 logger = logging.getLogger(__name__)
@@ -68,22 +66,16 @@ _ANNOUNCED = {
 }
 
 
-def record_transition(ctx: AppContext, run_id: str, change: RecordChange) -> RunRecord:
-    """Write a change to the run; when this call moved it into a state worth announcing, publish a notification."""
-    made: list[RunRecord] = []
-
-    def tracked(record: RunRecord) -> RunRecord | None:
-        changed = change(record)
-        made[:] = [changed] if changed is not None and changed.state != record.state else []
-        return changed
-
-    record = ctx.ledger.update(run_id, tracked)
-    if made and record.state in _ANNOUNCED:
+def announce(notifier: Notifier, record: RunRecord) -> None:
+    """Publish the notification for a run that a transition just moved, when its new state is worth announcing
+    (the ledger's transition hook calls this once per move)."""
+    run_id = record.run_id
+    if record.state in _ANNOUNCED:
         last = record.history[-1]
         event_type = _ANNOUNCED[record.state]
         if record.state == "deployed" and last.from_state == "deploying" and _restored(record):
             event_type = ENDPOINT_RESTORED
-        ctx.notifier.publish(
+        notifier.publish(
             event_type,
             f"runs/{run_id}",
             {
@@ -96,7 +88,6 @@ def record_transition(ctx: AppContext, run_id: str, change: RecordChange) -> Run
                 "error": record.error.model_dump() if record.error else None,
             },
         )
-    return record
 
 
 def _restored(record: RunRecord) -> bool:

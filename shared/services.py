@@ -22,7 +22,6 @@ from shared.context import AppContext
 from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.errors import AutopilotError, InvalidInput, describe_validation_error
 from shared.finetune import FineTuneParameters, parameters_for
-from shared.notifications import record_transition
 from shared.runs import (
     RUN_ID_PATTERN,
     DatasetRef,
@@ -214,7 +213,7 @@ def _prepare_and_submit(
     ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool
 ) -> IntakeOutcome:
     run_id = record.run_id
-    record_transition(ctx, run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
+    ctx.ledger.transition(run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
     artifacts = _write_outputs(ctx, record, report, spool)
     summary = ValidationSummary(
         valid=report.valid,
@@ -225,8 +224,7 @@ def _prepare_and_submit(
         warning_counts=report.warning_counts,
     )
     if not report.valid:
-        record_transition(
-            ctx,
+        ctx.ledger.transition(
             run_id,
             advance_from(
                 RunState.VALIDATING,
@@ -297,8 +295,7 @@ def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
         if exc.transient:
             raise
         error = RunError(code=exc.code, message=exc.message)
-        record_transition(
-            ctx,
+        ctx.ledger.transition(
             run_id,
             advance_from(
                 RunState.VALIDATING, RunState.FAILED, f"submission failed: {error.code}", ctx.now(), error=error
@@ -313,8 +310,8 @@ def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
     changes: dict[str, object] = {"job_name": job.name}
     if warnings:
         changes["warnings"] = warnings
-    record_transition(
-        ctx, run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes)
+    ctx.ledger.transition(
+        run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes)
     )
     logger.info("run %s submitted as job %s", run_id, job.name, extra={"run_id": run_id})
     return IntakeOutcome(IntakeStatus.SUBMITTED, run_id, f"job {job.name}")
