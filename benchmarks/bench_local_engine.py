@@ -665,8 +665,7 @@ def deployment_threads(pid: int) -> str:
 
 
 def serve_mlflow(model_ref, model: str, chosen, plan: LoadPlan) -> ServeResult:
-    from shared.engine.local.tracking import tracking_uri
-
+    from shared.engine.local.mlflow_store import tracking_uri
     from shared.engine.local.processes import free_port
 
     result = ServeResult(model=model, server="mlflow")

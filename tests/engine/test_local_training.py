@@ -25,7 +25,8 @@ import pytest
 from shared.engine.base import RUN_TAG, JobStatus
 from shared.engine.local.base_models import resolve_base_model
 from shared.engine.local.jobfiles import JobFiles, JobMetricsFile, JobState, TrainingJob, utc_now
-from shared.engine.local.training import WORKER_MODULE, cuda_device_count, has_generation_markers, launch_command
+from shared.engine.local.training.data import has_generation_markers
+from shared.engine.local.training.launch import WORKER_MODULE, cuda_device_count, launch_command
 from shared.finetune import FineTuneParameters
 
 REPO = Path(__file__).resolve().parents[2]
@@ -270,7 +271,7 @@ def test_mlflow_has_one_run_with_the_metrics_artifacts_and_logged_model(complete
     import mlflow
     from mlflow import MlflowClient
 
-    from shared.engine.local.tracking import configure_mlflow, experiment_id
+    from shared.engine.local.mlflow_store import configure_mlflow, experiment_id
 
     # When MLflow is pointed at the engine's state folder
     configure_mlflow(state_dir)
@@ -493,7 +494,7 @@ def test_generation_markers_are_the_tag_not_the_word() -> None:
 
 
 def test_parameters_keep_their_pipeline_meaning_in_the_trainer_and_lora_configs(tmp_path: Path) -> None:
-    from shared.engine.local.training import deepspeed_config, lora_config, sft_config
+    from shared.engine.local.training.configs import deepspeed_config, lora_config, sft_config
 
     # Given chat_completion_pipeline parameters, none of them at its default
     params = FineTuneParameters(

@@ -32,7 +32,7 @@ from shared.engine.local.events import EventCallback, EventDelivery, run_events
 from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob, utc_now
 from shared.engine.local.processes import is_alive, start_process, stop_process
 from shared.engine.local.registry import CHALLENGER, LocalRegistry
-from shared.engine.local.training import WORKER_MODULE, launch_command
+from shared.engine.local.training.launch import WORKER_MODULE, launch_command
 from shared.errors import EngineError
 from shared.storage import BlobStore
 

@@ -86,7 +86,7 @@ class LocalRegistry:
         if self._client is None:
             from mlflow import MlflowClient
 
-            from shared.engine.local.tracking import configure_mlflow
+            from shared.engine.local.mlflow_store import configure_mlflow
 
             configure_mlflow(self._state_dir)
             self._client = MlflowClient()
