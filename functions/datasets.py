@@ -8,8 +8,8 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
 from shared.context import get_context
-from shared.services import intake_dataset
 from shared.settings import STORAGE_CONNECTION_SETTING
+from shared.usecases.intake import intake_dataset
 
 logger = logging.getLogger(__name__)
 

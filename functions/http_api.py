@@ -8,12 +8,16 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from functions.http_responses import json_errors, json_response
-from shared.api import CreateRunRequest, EndpointView
+from shared.api import CreateRunRequest
 from shared.context import get_context
 from shared.errors import InvalidInput, PayloadTooLarge, describe_validation_error
-from shared.lifecycle import cancel_run, restore_endpoint
-from shared.services import IntakeStatus, create_run, get_run, list_runs, validate_bytes
 from shared.settings import get_settings
+from shared.usecases.intake import create_run
+from shared.usecases.lifecycle.jobs import cancel_run
+from shared.usecases.lifecycle.rollout import restore_endpoint
+from shared.usecases.queries import get_run, list_endpoints, list_runs
+from shared.usecases.submission import IntakeStatus
+from shared.usecases.validation import validate_bytes
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -63,18 +67,14 @@ def list_runs_handler(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}/cancel", methods=["POST"])
 @json_errors
 def cancel_run_handler(req: func.HttpRequest) -> func.HttpResponse:
-    context = get_context()
-    record = get_run(context, req.route_params.get("run_id", ""))  # validates the id, 404 when unknown
-    return json_response(_run_json(cancel_run(context, record.run_id)), 202)
+    return json_response(_run_json(cancel_run(get_context(), req.route_params.get("run_id", ""))), 202)
 
 
 @bp.function_name("list_endpoints")
 @bp.route(route="endpoints", methods=["GET"])
 @json_errors
 def list_endpoints_handler(req: func.HttpRequest) -> func.HttpResponse:
-    context = get_context()
-    now = context.now()
-    views = [EndpointView.of(endpoint, now).model_dump(mode="json") for endpoint in context.engine.list_endpoints()]
+    views = [view.model_dump(mode="json") for view in list_endpoints(get_context())]
     return json_response({"endpoints": views})
 
 
@@ -82,10 +82,7 @@ def list_endpoints_handler(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="endpoints/{name}/restore", methods=["POST"])
 @json_errors
 def restore_endpoint_handler(req: func.HttpRequest) -> func.HttpResponse:
-    name = req.route_params.get("name", "")
-    if not name or len(name) > 32 or not name.replace("-", "").isalnum():
-        raise InvalidInput(f"{name!r} is not an endpoint name")
-    return json_response(_run_json(restore_endpoint(get_context(), name)), 202)
+    return json_response(_run_json(restore_endpoint(get_context(), req.route_params.get("name", ""))), 202)
 
 
 def _run_json(record) -> dict:

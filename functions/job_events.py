@@ -9,7 +9,7 @@ import azure.functions as func
 from shared.context import get_context
 from shared.errors import InvalidInput
 from shared.events import parse_job_event
-from shared.lifecycle import handle_job_event
+from shared.usecases.lifecycle.jobs import handle_job_event
 
 logger = logging.getLogger(__name__)
 

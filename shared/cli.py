@@ -106,8 +106,8 @@ def _fraction(text: str) -> float:
 
 def _validate(args: argparse.Namespace) -> int:
     from shared.chatdata import render_markdown, validate_chunks
-    from shared.services import validation_options
     from shared.settings import get_settings
+    from shared.usecases.validation import validation_options
 
     try:
         options = validation_options(get_settings(), test_fraction=args.test_fraction)

@@ -10,6 +10,13 @@ import hashlib
 import re
 
 MAX_ENDPOINT_NAME = 32
+# Azure ML's rule for endpoint and deployment names: 3-32 characters, ASCII letters, digits and hyphens, starting
+# with a letter and not ending with a hyphen.
+RESOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+
+
+def is_resource_name(name: str) -> bool:
+    return bool(RESOURCE_NAME.fullmatch(name))
 
 
 def finetuned_model_name(base_model: str, suffix: str) -> str:

@@ -24,10 +24,12 @@ from shared.engine import engine_profile
 from shared.engine.base import JobInfo, JobStatus
 from shared.errors import AutopilotError, InvalidInput
 from shared.finetune import parameters_for
-from shared.lifecycle import complete_run, record_job_status
 from shared.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
-from shared.services import IntakeStatus, intake_dataset, job_spec_for, validation_options
 from shared.settings import Settings
+from shared.usecases.intake import intake_dataset
+from shared.usecases.lifecycle.jobs import complete_run, record_job_status
+from shared.usecases.submission import IntakeStatus, job_spec_for
+from shared.usecases.validation import validation_options
 
 if TYPE_CHECKING:
     from shared.engine.azureml.dry_run import DryRun

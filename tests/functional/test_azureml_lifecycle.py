@@ -21,9 +21,9 @@ from shared.context import AppContext
 from shared.engine.azureml.engine import AzureMLEngine
 from shared.engine.base import MANAGED_TAG, JobStatus
 from shared.errors import EngineError
-from shared.lifecycle import cancel_run
 from shared.runs import RunRecord, RunState
 from shared.settings import Settings
+from shared.usecases.lifecycle.jobs import cancel_run
 from tests.engine.azureml_service import recorded
 from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID
 from tests.engine.azureml_service.service import AzureMLService

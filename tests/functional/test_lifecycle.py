@@ -16,8 +16,9 @@ from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
 from shared.engine.base import LOCAL_WORKSPACE_TOPIC, MANAGED_TAG, JobStatus
-from shared.lifecycle import restore_endpoint, teardown_idle_endpoints
 from shared.runs import RunRecord, RunState
+from shared.usecases.lifecycle.idle import teardown_idle_endpoints
+from shared.usecases.lifecycle.rollout import restore_endpoint
 from tests.conftest import EVENTS
 from tests.fakes import FakeEngine
 from tests.functional.test_intake import VALID, upload

@@ -1,11 +1,14 @@
-"""The use cases. Handlers and the CLI call these; each decides, the adapters it is given touch the world."""
+"""Dataset intake: an upload or an ad-hoc request becomes exactly one validated, prepared and submitted run.
+
+The same content is one run however often it is delivered and under whatever names (the run id is derived from
+it); a transient storage or engine error is noted on the run and raised, so the platform retries.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 
 from pydantic import ValidationError
 
@@ -19,19 +22,14 @@ from shared.chatdata import (
     validate_chunks,
 )
 from shared.context import AppContext
-from shared.engine.base import RUN_TAG, JobSpec, TrainingData
 from shared.errors import AutopilotError, InvalidInput, describe_validation_error
 from shared.finetune import FineTuneParameters, parameters_for
 from shared.runs import (
-    RUN_ID_PATTERN,
     DatasetRef,
     RunArtifacts,
-    RunError,
     RunRecord,
     RunState,
-    RunWarning,
     ValidationSummary,
-    add_attempt,
     add_source,
     advance_from,
     new_run,
@@ -39,49 +37,15 @@ from shared.runs import (
 )
 from shared.settings import Settings
 from shared.spool import SplitSpool
+from shared.usecases.submission import IntakeOutcome, IntakeStatus, note_attempt, submit
+from shared.usecases.validation import validation_options
 
 logger = logging.getLogger(__name__)
 
+
 DATASET_SUFFIX = ".jsonl"
-BODY_CHUNK_BYTES = 4 * 1024 * 1024
 
 
-class IntakeStatus(StrEnum):
-    IGNORED = "ignored"  # not a dataset (our own outputs, other file types)
-    DUPLICATE = "duplicate"  # this content already is a run past intake
-    REJECTED = "rejected"
-    SUBMITTED = "submitted"
-    FAILED = "failed"  # valid, but no engine could take the job
-
-
-@dataclass(frozen=True)
-class IntakeOutcome:
-    status: IntakeStatus
-    run_id: str | None
-    detail: str
-
-
-def validation_options(
-    settings: Settings, *, test_fraction: float | None = None, parameters: FineTuneParameters | None = None
-) -> ValidationOptions:
-    return ValidationOptions(
-        test_fraction=settings.test_fraction if test_fraction is None else test_fraction,
-        max_line_bytes=settings.max_line_bytes,
-        max_listed_problems=settings.max_listed_problems,
-        max_seq_length=(parameters or FineTuneParameters()).max_seq_length,
-        max_invalid_fraction=settings.max_invalid_fraction,
-    )
-
-
-def validate_bytes(settings: Settings, body: bytes, *, test_fraction: float | None = None) -> ValidationReport:
-    """Validate a dataset held in memory (an HTTP body); nothing is stored."""
-    try:
-        options = validation_options(settings, test_fraction=test_fraction)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
-    view = memoryview(body)
-    chunks = (bytes(view[i : i + BODY_CHUNK_BYTES]) for i in range(0, len(view), BODY_CHUNK_BYTES))
-    return validate_chunks(chunks, options)
 
 
 def is_dataset_blob(settings: Settings, name: str) -> bool:
@@ -148,6 +112,26 @@ def intake_train_test(
         return _take_in(ctx, report, dataset, sources, parameters, force, spool, None)
 
 
+def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
+    """An ad-hoc run of data already in the datasets container, with parameter overrides."""
+    try:
+        parameters = parameters_for(
+            ctx.profile.parameter_presets, {**ctx.settings.finetune_overrides, **request.parameters}
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
+    container = ctx.settings.datasets_container
+    if request.dataset is None:
+        outcome = intake_train_test(
+            ctx, container, request.train, request.test, parameters=parameters, force=request.force
+        )
+    elif not is_dataset_blob(ctx.settings, request.dataset):
+        raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
+    else:
+        outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
+    return outcome, ctx.ledger.get(outcome.run_id)
+
+
 def _validate_into(
     ctx: AppContext,
     spool: SplitSpool,
@@ -202,7 +186,7 @@ def _take_in(
         outcome = _prepare_and_submit(ctx, record, report, spool)
     except AutopilotError as exc:
         if exc.transient:
-            _note_attempt(ctx, run_id, "intake", exc)
+            note_attempt(ctx, run_id, "intake", exc)
         raise
     if receipt_key:
         ctx.ledger.add_receipt(receipt_key, run_id)
@@ -245,7 +229,7 @@ def _prepare_and_submit(
             else None
         ),
     )
-    return _submit(ctx, record)
+    return submit(ctx, record)
 
 
 def _write_outputs(ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool) -> RunArtifacts:
@@ -271,91 +255,3 @@ def _write_outputs(ctx: AppContext, record: RunRecord, report: ValidationReport,
     return RunArtifacts(
         report_json=f"{container}/{prefix}report.json", report_md=f"{container}/{prefix}report.md", **written
     )
-
-
-def job_spec_for(settings: Settings, record: RunRecord) -> JobSpec:
-    """The job a run submits: its parameters, and the prepared splits beside its dataset."""
-    run_id = record.run_id
-    container, prefix = record.dataset.container, f"{settings.prepared_prefix}{run_id}/"
-    return JobSpec(
-        run_id=run_id,
-        base_model=record.base_model,
-        parameters=record.parameters,
-        data=TrainingData(container=container, train_blob=f"{prefix}train.jsonl", test_blob=f"{prefix}test.jsonl"),
-        tags={RUN_TAG: run_id, "dataset_sha256": record.dataset.sha256},
-    )
-
-
-def _submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
-    run_id = record.run_id
-    spec = job_spec_for(ctx.settings, record)
-    try:
-        job = ctx.engine.submit_job(spec)
-    except AutopilotError as exc:
-        if exc.transient:
-            raise
-        error = RunError(code=exc.code, message=exc.message)
-        ctx.ledger.transition(
-            run_id,
-            advance_from(
-                RunState.VALIDATING, RunState.FAILED, f"submission failed: {error.code}", ctx.now(), error=error
-            ),
-        )
-        logger.error("run %s cannot be submitted: %s", run_id, error.message, extra={"run_id": run_id})
-        return IntakeOutcome(IntakeStatus.FAILED, run_id, error.message)
-    reason = f"job {job.name} submitted to the {ctx.engine.name} engine"
-    warnings = [RunWarning(code=w.code, message=w.message) for w in job.warnings]
-    for warning in warnings:
-        logger.warning("run %s: %s", run_id, warning.message, extra={"run_id": run_id})
-    changes: dict[str, object] = {"job_name": job.name}
-    if warnings:
-        changes["warnings"] = warnings
-    ctx.ledger.transition(
-        run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes)
-    )
-    logger.info("run %s submitted as job %s", run_id, job.name, extra={"run_id": run_id})
-    return IntakeOutcome(IntakeStatus.SUBMITTED, run_id, f"job {job.name}")
-
-
-def _note_attempt(ctx: AppContext, run_id: str, stage: str, exc: AutopilotError) -> None:
-    """Best effort: the error that is about to be raised matters more than this note."""
-    try:
-        ctx.ledger.update(
-            run_id, lambda r: add_attempt(r, stage=stage, code=exc.code, message=exc.message, now=ctx.now())
-        )
-    except AutopilotError:
-        logger.warning("run %s: could not record the failed attempt", run_id, exc_info=True, extra={"run_id": run_id})
-
-
-def get_run(ctx: AppContext, run_id: str) -> RunRecord:
-    if not RUN_ID_PATTERN.match(run_id):
-        raise InvalidInput(f"{run_id!r} is not a run id (ft- and 12 hex digits)")
-    return ctx.ledger.get(run_id)
-
-
-def list_runs(ctx: AppContext, *, state: str | None = None, limit: int = 100) -> list[RunRecord]:
-    if state is not None and state not in RunState.__members__.values():
-        raise InvalidInput(f"unknown state {state!r}; one of: {', '.join(RunState)}")
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit must be between 1 and 1000")
-    return ctx.ledger.list(state=RunState(state) if state else None, limit=limit)
-
-
-def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
-    """An ad-hoc run of data already in the datasets container, with parameter overrides."""
-    try:
-        parameters = parameters_for(
-            ctx.profile.parameter_presets, {**ctx.settings.finetune_overrides, **request.parameters}
-        )
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
-    container = ctx.settings.datasets_container
-    if request.dataset is None:
-        outcome = intake_train_test(
-            ctx, container, request.train, request.test, parameters=parameters, force=request.force
-        )
-    elif not is_dataset_blob(ctx.settings, request.dataset):
-        raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
-    else:
-        outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
-    return outcome, ctx.ledger.get(outcome.run_id)

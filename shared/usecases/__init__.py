@@ -1,0 +1,1 @@
+"""The use cases: what handlers, the CLI and the demo call, one call each."""

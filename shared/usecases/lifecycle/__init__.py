@@ -1,0 +1,1 @@
+"""After submission: jobs, promotion, rollout, and the idle teardown."""

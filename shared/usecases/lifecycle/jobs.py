@@ -1,0 +1,139 @@
+"""Use cases that follow a run's job: its status from events and the sweep, completion (carried as far as it
+goes through promotion and rollout), cancellation, and the reconciliation of runs whose events were lost.
+
+Every step reads the run's state first and writes its outcome with a guarded transition, so a duplicated or
+late event repeats nothing: each step is idempotent, and the engine's creates are get-or-create.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from shared.context import AppContext
+from shared.engine.base import JobStatus
+from shared.errors import AutopilotError, InvalidTransition
+from shared.events import JobEvent, ignore_reason
+from shared.runs import (
+    RunError,
+    RunRecord,
+    RunState,
+    advance_from,
+)
+from shared.usecases.lifecycle.promotion import review_gate_register
+from shared.usecases.lifecycle.rollout import deploy, smoke_test_and_shift
+from shared.usecases.lifecycle.steps import StepFailed
+from shared.usecases.queries import get_run
+
+logger = logging.getLogger(__name__)
+
+# How a job status moves a run, from the states it may come from.
+_JOB_TRANSITIONS: dict[JobStatus, tuple[frozenset[RunState], RunState]] = {
+    JobStatus.RUNNING: (frozenset({RunState.SUBMITTED}), RunState.RUNNING),
+    JobStatus.COMPLETED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.TRAINED),
+    JobStatus.FAILED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.FAILED),
+    JobStatus.CANCELED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.CANCELED),
+}
+
+
+def record_job_status(ctx: AppContext, run_id: str, status: JobStatus, *, error: str | None = None) -> RunRecord:
+    """Apply a job status to the run. A status that does not fit the run's state (stale, duplicated or out of
+    order) changes nothing."""
+    if status not in _JOB_TRANSITIONS:
+        return ctx.ledger.get(run_id)
+    sources, target = _JOB_TRANSITIONS[status]
+    reason = f"job {status}" + (f": {error}" if error else "")
+    changes = (
+        {"error": RunError(code=f"job_{status}", message=error or f"the job was {status}")}
+        if status in (JobStatus.FAILED, JobStatus.CANCELED)
+        else {}
+    )
+
+    def change(record: RunRecord) -> RunRecord | None:
+        if record.state not in sources:
+            return None
+        return advance_from(record.state, target, reason, ctx.now(), **changes)(record)
+
+    before = ctx.ledger.get(run_id)
+    after = ctx.ledger.transition(run_id, change)
+    if after.state == before.state:
+        logger.info("run %s: job %s ignored in state %s", run_id, status, before.state, extra={"run_id": run_id})
+    return after
+
+
+def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
+    """Carry a trained run as far as it goes: review, gate, register, deploy, smoke-test, shift traffic."""
+    record = record_job_status(ctx, run_id, JobStatus.COMPLETED)
+    steps: dict[RunState, Callable[[AppContext, RunRecord], RunRecord]] = {
+        RunState.TRAINED: review_gate_register,
+        RunState.REGISTERED: deploy,
+        RunState.DEPLOYING: smoke_test_and_shift,
+    }
+    while record.state in steps:
+        advanced = steps[record.state](ctx, record)
+        if advanced.state == record.state:  # waiting on the engine (a deployment still provisioning)
+            return advanced
+        record = advanced
+    return record
+
+
+def handle_job_event(ctx: AppContext, event: JobEvent) -> str:
+    """What on_job_event does with one Azure ML run event; returns what happened, for the log."""
+    reason = ignore_reason(event, ctx.profile.workspace_topic)
+    if reason is None:
+        record = ctx.ledger.find(event.app_run_id)
+        if record is None:
+            reason = f"unknown run {event.app_run_id}"
+        elif record.job_name not in (None, event.job_name):
+            reason = f"run {record.run_id} belongs to job {record.job_name}, not {event.job_name}"
+    if reason is not None:
+        logger.info("job event %s ignored: %s", event.event_id, reason, extra={"run_id": event.app_run_id})
+        return f"ignored: {reason}"
+    run_id = event.app_run_id
+    if event.status == JobStatus.COMPLETED:
+        try:
+            record = complete_run(ctx, run_id)
+        except StepFailed as exc:
+            return f"run {run_id} failed: {exc.message}"  # recorded on the run; a redelivery would not help
+    elif event.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        job = ctx.engine.get_job(event.job_name)
+        record = record_job_status(ctx, run_id, event.status, error=job.error)
+    else:
+        record = record_job_status(ctx, run_id, event.status)
+    return f"run {run_id}: {record.state}"
+
+
+def cancel_run(ctx: AppContext, run_id: str) -> RunRecord:
+    record = get_run(ctx, run_id)  # validates the id; 404 when unknown
+    if record.state not in (RunState.SUBMITTED, RunState.RUNNING):
+        raise InvalidTransition(f"run {run_id} is {record.state}; only submitted or running runs can be canceled")
+    ctx.engine.cancel_job(record.job_name)
+    return record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled on request")
+
+
+def reconcile_runs(ctx: AppContext) -> list[str]:
+    """Catch up on runs whose events were lost (or never sent: failed deployments emit none) by polling the engine."""
+    now = ctx.now()
+    stale_after = timedelta(minutes=ctx.settings.reconcile_after_minutes)
+    outcomes = []
+    for record in ctx.ledger.list(limit=1000):
+        try:
+            if record.state in (RunState.SUBMITTED, RunState.RUNNING) and record.job_name:
+                job = ctx.engine.get_job(record.job_name)
+                if job.status == JobStatus.COMPLETED:
+                    record = complete_run(ctx, record.run_id)
+                elif job.status != JobStatus.QUEUED:
+                    record = record_job_status(ctx, record.run_id, job.status, error=job.error)
+            elif record.state in _RESUMABLE and now - record.updated_at > stale_after:
+                record = complete_run(ctx, record.run_id)
+            else:
+                continue
+            outcomes.append(f"{record.run_id}: {record.state}")
+        except AutopilotError as exc:  # one run's trouble must not stop the sweep
+            logger.warning("reconcile %s: %s", record.run_id, exc.message, extra={"run_id": record.run_id})
+            outcomes.append(f"{record.run_id}: {exc.code}")
+    return outcomes
+
+
+_RESUMABLE = frozenset({RunState.TRAINED, RunState.REGISTERED, RunState.DEPLOYING})

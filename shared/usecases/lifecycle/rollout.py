@@ -1,0 +1,254 @@
+"""Blue/green rollout: a deployment at 0%, the smoke test pinned to it, the traffic shift and the champion
+alias; or the rollback. Also the restore of a torn-down endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import orjson
+
+from shared.context import AppContext
+from shared.engine.base import MANAGED_TAG, ModelRef
+from shared.errors import AutopilotError, InvalidInput, NotFound
+from shared.naming import deployment_name_for, endpoint_name_for, is_resource_name
+from shared.redaction import redact_secrets
+from shared.runs import (
+    EndpointRef,
+    ModelVersion,
+    RunError,
+    RunRecord,
+    RunState,
+    SmokeTestResult,
+    advance_from,
+)
+from shared.scoring import answer_text, scoring_request, smoke_test_conversation
+from shared.usecases.lifecycle.steps import CHAMPION, attempt, dataset_lines, entered
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT_LOG_LINES = 100
+
+
+DEPLOYMENT_LOG_CHARS = 4000  # the end of a failed deployment's log kept on the run
+
+
+SCORING_TIMEOUT = "scoring_timeout"  # the EngineError code of an invoke that got no answer within its timeout_s
+
+
+def deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
+    engine, run_id = ctx.engine, record.run_id
+    endpoint_name = endpoint_name_for(record.model.name, ctx.profile.endpoint_scope)
+    deployment = deployment_name_for(run_id)
+    endpoint = attempt(
+        ctx,
+        record,
+        "deploy",
+        "create_endpoint",
+        lambda: engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": record.model.name}),
+    )
+    serving = [
+        name
+        for name, weight in sorted(endpoint.traffic.items(), key=lambda kv: -kv[1])
+        if weight > 0 and name != deployment
+    ]
+    model = ModelRef(name=record.model.name, version=record.model.version)
+    attempt(
+        ctx, record, "deploy", "create_deployment", lambda: engine.create_deployment(endpoint_name, deployment, model)
+    )
+    ref = EndpointRef(
+        name=endpoint_name,
+        deployment=deployment,
+        scoring_uri=endpoint.scoring_uri,
+        previous_deployment=serving[0] if serving else None,
+    )
+    return ctx.ledger.transition(
+        run_id,
+        advance_from(
+            RunState.REGISTERED,
+            RunState.DEPLOYING,
+            f"deployment {deployment} created on {endpoint_name} at 0% traffic",
+            ctx.now(),
+            endpoint=ref,
+        ),
+    )
+
+
+def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
+    engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    deployment = attempt(
+        ctx, record, "deploy", "get_deployment", lambda: engine.get_deployment(ref.name, ref.deployment)
+    )
+    if deployment is None or deployment.has_failed:
+        return _roll_back_failed_deployment(ctx, record, deployment.state if deployment else "gone")
+    if not deployment.is_ready:  # still provisioning: an answer, not a failure; nothing is written
+        deadline = timedelta(minutes=ctx.settings.deploy_timeout_minutes)
+        began = entered(record, RunState.DEPLOYING)
+        if began is not None and ctx.now() - began > deadline:
+            minutes = (ctx.now() - began).total_seconds() / 60
+            state = f"still {deployment.state} after {minutes:.0f} min (DEPLOY_TIMEOUT_MINUTES)"
+            return _roll_back_failed_deployment(ctx, record, state, code="deployment_timeout")
+        logger.info(
+            "run %s: deployment %s is %s; the sweep checks it again",
+            run_id,
+            ref.deployment,
+            deployment.state,
+            extra={"run_id": run_id},
+        )
+        return record
+    result = smoke_test(ctx, record)
+    if not result.passed:
+        logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
+        return _roll_back(
+            ctx,
+            record,
+            f"smoke test failed: {result.error}",
+            RunError(code="smoke_test_failed", message=result.error or "no answer"),
+            smoke_test=result,
+        )
+    keep = ref.previous_deployment if ctx.settings.keep_previous_deployment else None
+    traffic = {ref.deployment: 100, **({keep: 0} if keep else {})}
+    endpoint = attempt(ctx, record, "shift", "set_traffic", lambda: engine.set_traffic(ref.name, traffic))
+    for name in endpoint.traffic:
+        if name not in traffic:
+            # one operation per deployment: deleting one must not clear the failures of deleting another
+            attempt(
+                ctx,
+                record,
+                "retire",
+                f"delete_deployment {name}",
+                lambda name=name: engine.delete_deployment(ref.name, name),
+            )
+    attempt(
+        ctx,
+        record,
+        "promote",
+        "set_model_alias",
+        lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
+    )
+    return ctx.ledger.transition(
+        run_id,
+        advance_from(
+            RunState.DEPLOYING,
+            RunState.DEPLOYED,
+            f"smoke test passed in {result.seconds:.1f} s; 100% traffic on {ref.deployment}",
+            ctx.now(),
+            smoke_test=result,
+            endpoint=ref.model_copy(update={"scoring_uri": endpoint.scoring_uri}),
+        ),
+    )
+
+
+def _roll_back_failed_deployment(
+    ctx: AppContext, record: RunRecord, state: str, *, code: str = "deployment_failed"
+) -> RunRecord:
+    """A deployment that did not come up: keep the end of its logs on the run, then roll back."""
+    engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    try:
+        logs = engine.deployment_logs(ref.name, ref.deployment, DEPLOYMENT_LOG_LINES)
+    except AutopilotError as exc:
+        logs = f"(its logs could not be read: {exc.message})"
+    logger.warning("run %s: deployment %s is %s; rolling back", run_id, ref.deployment, state, extra={"run_id": run_id})
+    tail = redact_secrets(logs[-DEPLOYMENT_LOG_CHARS:])
+    message = f"deployment {ref.deployment} is {state}. Its log ends with:\n{tail}"
+    return _roll_back(
+        ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code=code, message=message)
+    )
+
+
+def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError, **changes: object) -> RunRecord:
+    """Delete the new deployment and end the run rolled_back; the traffic stays where it was."""
+    ref = record.endpoint
+    attempt(
+        ctx, record, "rollback", "delete_deployment", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment)
+    )
+    kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
+    return ctx.ledger.transition(
+        record.run_id,
+        advance_from(RunState.DEPLOYING, RunState.ROLLED_BACK, reason + kept, ctx.now(), error=error, **changes),
+    )
+
+
+def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
+    """The seed's request (a held-out conversation), pinned to the new deployment: a non-empty answer in time."""
+    container, _, name = record.artifacts.test.partition("/")
+    first_line = next(iter(dataset_lines(ctx, container, name)), None)
+    if first_line is None:
+        container, _, name = record.artifacts.train.partition("/")
+        first_line = next(iter(dataset_lines(ctx, container, name)))
+    request = scoring_request(smoke_test_conversation(orjson.loads(first_line)))
+    timeout_s = ctx.settings.smoke_test_timeout_s
+    started = time.monotonic()
+    try:
+        response = ctx.engine.invoke(record.endpoint.name, request, record.endpoint.deployment, timeout_s=timeout_s)
+    except AutopilotError as exc:
+        error = f"no answer within {timeout_s:g} s" if exc.code == SCORING_TIMEOUT else f"{exc.code}: {exc.message}"
+        return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=error)
+    answer = answer_text(response)
+    seconds = time.monotonic() - started
+    if not answer or not answer.strip():
+        return SmokeTestResult(passed=False, seconds=seconds, error="the deployment answered with an empty text")
+    return SmokeTestResult(passed=True, seconds=seconds, answer=answer[:200])
+
+
+def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
+    """Re-create a torn-down endpoint from its registered champion, smoke-test it and give it all traffic.
+
+    The run moves to `deploying` before anything is created, so the idle sweep leaves the endpoint alone while it
+    comes up; a restore interrupted by a transient error is picked up again by the next call."""
+    if not is_resource_name(endpoint_name):
+        raise InvalidInput(f"{endpoint_name!r} is not an endpoint name")
+    candidates = [
+        r
+        for r in ctx.ledger.list(limit=1000)
+        if r.endpoint
+        and r.endpoint.name == endpoint_name
+        and (
+            r.state == RunState.TORN_DOWN
+            or (r.state == RunState.DEPLOYING and r.history[-1].from_state == RunState.TORN_DOWN)
+        )
+    ]
+    if not candidates:
+        raise NotFound(f"no torn-down endpoint named {endpoint_name}", code="endpoint_not_found")
+    record = max(candidates, key=lambda r: r.updated_at)
+    if record.state == RunState.TORN_DOWN:
+        champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
+        model = champion or ModelRef(name=record.model.name, version=record.model.version)
+        ref = EndpointRef(name=endpoint_name, deployment=deployment_name_for(record.run_id))
+        record = ctx.ledger.transition(
+            record.run_id,
+            advance_from(
+                RunState.TORN_DOWN,
+                RunState.DEPLOYING,
+                f"restore: {model.name} version {model.version} on {endpoint_name}",
+                ctx.now(),
+                endpoint=ref,
+                model=ModelVersion(name=model.name, version=model.version),
+            ),
+        )
+    model = ModelRef(name=record.model.name, version=record.model.version)
+    endpoint = attempt(
+        ctx,
+        record,
+        "restore",
+        "create_endpoint",
+        lambda: ctx.engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": model.name}),
+    )
+    attempt(
+        ctx,
+        record,
+        "restore",
+        "create_deployment",
+        lambda: ctx.engine.create_deployment(endpoint_name, record.endpoint.deployment, model),
+    )
+    ctx.ledger.update(
+        record.run_id,
+        lambda r: (
+            r.model_copy(update={"endpoint": r.endpoint.model_copy(update={"scoring_uri": endpoint.scoring_uri})})
+            if r.state == RunState.DEPLOYING
+            else None
+        ),
+    )
+    return smoke_test_and_shift(ctx, ctx.ledger.get(record.run_id))

@@ -1,0 +1,117 @@
+"""What every lifecycle step shares: one engine operation at a time, with failures counted per operation
+(`attempt`), the fine-tuned model's name, and the run's dataset lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from shared.context import AppContext
+from shared.errors import AutopilotError
+from shared.naming import finetuned_model_name
+from shared.runs import (
+    RunError,
+    RunRecord,
+    RunState,
+    add_attempt,
+    advance_from,
+    failed_tries,
+    resolve_attempts,
+)
+
+logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+def model_name_for(ctx: AppContext, record: RunRecord) -> str:
+    return finetuned_model_name(record.base_model, ctx.settings.finetuned_model_suffix)
+
+
+def attempt(ctx: AppContext, record: RunRecord, stage: str, operation: str, call: Callable[[], T]) -> T:
+    """Run one engine operation of a step. A transient failure is noted on the run and raised (the platform
+    redelivers) until this operation has failed MAX_STEP_ATTEMPTS times in a row, i.e. since it last succeeded;
+    then, or at once on a permanent error, the run fails. Each operation counts on its own: a deployment that takes
+    many polls to provision is not failing while the polls answer, and a throttled poll now and then never adds up.
+
+    `record` is the run as this step read it. A success writes only when it finds failures of the operation there,
+    to mark them resolved: the happy path writes nothing."""
+    try:
+        result = call()
+    except AutopilotError as exc:
+        if _note_failure(ctx, record.run_id, stage, operation, exc):
+            raise
+        raise StepFailed(f"run {record.run_id}: {stage} failed: {exc.message}", code=exc.code) from exc
+    if failed_tries(record, stage=stage, operation=operation):
+        ctx.ledger.update(record.run_id, lambda r: resolve_attempts(r, stage=stage, operation=operation, now=ctx.now()))
+    return result
+
+
+def _note_failure(ctx: AppContext, run_id: str, stage: str, operation: str, exc: AutopilotError) -> bool:
+    """Note the failure on the run; True while it may be retried, else the run is recorded failed (False)."""
+    updated = ctx.ledger.update(
+        run_id,
+        lambda r: add_attempt(r, stage=stage, operation=operation, code=exc.code, message=exc.message, now=ctx.now()),
+    )
+    tries, limit = failed_tries(updated, stage=stage, operation=operation), ctx.settings.max_step_attempts
+    if exc.transient and tries < limit:
+        logger.warning(
+            "run %s: %s %s failed (%d/%d in a row), will be retried: %s",
+            run_id,
+            stage,
+            operation,
+            tries,
+            limit,
+            exc.message,
+            extra={"run_id": run_id},
+        )
+        return True
+    logger.error(
+        "run %s: %s %s failed for good (%s): %s",
+        run_id,
+        stage,
+        operation,
+        f"{tries} times in a row" if exc.transient else "a permanent error",
+        exc.message,
+        extra={"run_id": run_id},
+    )
+    ctx.ledger.transition(
+        run_id,
+        advance_from(
+            updated.state,
+            RunState.FAILED,
+            f"{stage} failed: {operation}: {exc.code}",
+            ctx.now(),
+            error=RunError(code=exc.code, message=exc.message),
+        ),
+    )
+    return False
+
+
+class StepFailed(AutopilotError):
+    """A lifecycle step failed for good; the run is recorded `failed`. Not retried."""
+
+    code = "step_failed"
+
+
+def dataset_lines(ctx: AppContext, container: str, name: str):
+    pending = b""
+    for chunk in ctx.store.iter_chunks(container, name):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending
+
+
+CHAMPION = "champion"
+
+
+def entered(record: RunRecord, state: RunState) -> datetime | None:
+    """When the run last moved to `state` (a restore moves it to deploying and deployed again)."""
+    moves = [t.at for t in record.history if t.to_state == state]
+    return moves[-1] if moves else None
