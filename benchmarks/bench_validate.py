@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from shared.chatdata import ValidationReport
 
 STATE = REPO / ".state" / "bench"
-GENERATOR = REPO.parent / "shared" / "bench" / "make_chat_jsonl.py"
+GENERATOR = REPO / "benchmarks" / "make_chat_jsonl.py"  # the workplace's ../shared/bench generator, copied
 RESULTS = STATE / "validate-results.md"
 MIB = 1024 * 1024
 CHUNK_BYTES = 4 * MIB  # what the blob intake reads at a time
