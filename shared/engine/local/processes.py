@@ -10,8 +10,8 @@ restarted caller can still check and stop what an earlier one started:
     stop_process(pid, marker="some.module")  # SIGTERM to the group, then SIGKILL after timeout_s
 
 PID reuse: a recorded PID may belong to an unrelated process after a reboot or a long time. `is_alive` takes
-markers, strings that must each be one of the process's command-line arguments (on Linux, from /proc/<pid>/cmdline),
-and `stop_process` signals nothing that does not carry them.
+markers, strings that must each be one of the process's command-line arguments, and `stop_process` signals nothing
+that does not carry them. Liveness, command lines and waiting go through psutil (a zombie counts as exited).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 # Popen objects of the processes this process started: kept so that they are reaped (no zombies) and so that
 # subprocess does not warn about children still running when the objects would otherwise be collected.
@@ -65,26 +67,35 @@ def start_process(
 
 def command_line(pid: int) -> list[str] | None:
     """The process's arguments, or None when it does not exist (or is a zombie) or they cannot be read."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return None
-        return _command_line_from_ps(pid)
-    except OSError:
-        return None
-    if not raw:  # zombies and kernel threads have an empty command line
-        return None
-    return raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+    process = _live(pid)
+    return _arguments(process) if process is not None else None
 
 
-def _command_line_from_ps(pid: int) -> list[str] | None:
-    """Where there is no /proc (macOS): `ps`, split on spaces (good enough for markers without spaces)."""
+def _arguments(process: psutil.Process) -> list[str] | None:
     try:
-        out = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False)
-    except OSError:
+        return process.cmdline() or None  # kernel threads have an empty command line
+    except psutil.Error:  # gone, a zombie, or not ours to read
         return None
-    return out.stdout.split() or None
+
+
+def _live(pid: int) -> psutil.Process | None:
+    """The process `pid` while it runs: None when there is none, or only a zombie (exited, not yet reaped)."""
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:  # NoSuchProcess; AccessDenied where the OS hides another user's process
+        return None
+    return process if _running(process) else None
+
+
+def _running(process: psutil.Process) -> bool:
+    """True while `process` runs and is not a zombie (and its PID has not gone to a later process since)."""
+    _reap(process.pid)
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return False
+    except psutil.AccessDenied:  # exists, owned by someone else: the markers decide
+        return True
 
 
 def _reap(pid: int) -> bool:
@@ -102,13 +113,11 @@ def _reap(pid: int) -> bool:
     return done == pid
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # the state letter follows the command name in parentheses, which may itself contain spaces or parentheses
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+def _carries(process: psutil.Process, markers: Sequence[str]) -> bool:
+    if not markers:
+        return True
+    args = _arguments(process)
+    return args is not None and all(marker in args for marker in markers)
 
 
 def is_alive(pid: int | None, *markers: str) -> bool:
@@ -119,22 +128,8 @@ def is_alive(pid: int | None, *markers: str) -> bool:
     """
     if not pid or pid <= 0:
         return False
-    if _reap(pid):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else: the markers decide
-    if _is_zombie(pid):
-        return False
-    if not markers:
-        return True
-    args = command_line(pid)
-    if args is None:
-        return False
-    return all(marker in args for marker in markers)
+    process = _live(pid)
+    return process is not None and _carries(process, markers)
 
 
 def stop_process(pid: int | None, *, marker: str | None = None, timeout_s: float = 10.0) -> bool:
@@ -144,15 +139,15 @@ def stop_process(pid: int | None, *, marker: str | None = None, timeout_s: float
     running process was stopped, False when there was nothing to stop. The whole group is waited for, so
     children of the process (an accelerate launcher's workers, say) are gone too when this returns.
     """
-    markers = (marker,) if marker else ()
-    if not pid or not is_alive(pid, *markers):
+    leader = _live(pid) if pid and pid > 0 else None
+    if leader is None or not _carries(leader, (marker,) if marker else ()):
         return False
-    group = _own_group(pid)
-    _signal(pid, group, signal.SIGTERM)
-    if _wait_gone(pid, group, timeout_s):
+    group = _own_group(leader.pid)
+    _signal(leader, group, signal.SIGTERM)
+    if _wait_gone(leader, group, timeout_s):
         return True
-    _signal(pid, group, signal.SIGKILL)
-    _wait_gone(pid, group, 5.0)
+    _signal(leader, group, signal.SIGKILL)
+    _wait_gone(leader, group, 5.0)
     return True
 
 
@@ -164,53 +159,34 @@ def _own_group(pid: int) -> int | None:
         return None
 
 
-def _signal(pid: int, group: int | None, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def _signal(leader: psutil.Process, group: int | None, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
         if group is not None:
             os.killpg(group, sig)
         else:
-            os.kill(pid, sig)
+            leader.send_signal(sig)
 
 
-def _group_exists(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _group_members(group: int) -> list[psutil.Process]:
+    """The processes in process group `group` (psutil knows no groups: each one's group id is asked of the OS)."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if os.getpgid(process.pid) == group:
+                members.append(process)
+    return members
 
 
-def _wait_gone(pid: int, group: int | None, timeout_s: float) -> bool:
+def _wait_gone(leader: psutil.Process, group: int | None, timeout_s: float) -> bool:
+    """Wait until neither the leader nor anything in its group runs. Zombies count as gone: whichever parent
+    they have (not necessarily this process) reaps them."""
     deadline = time.monotonic() + timeout_s
     while True:
-        leader_gone = not is_alive(pid)
-        if leader_gone and (group is None or not _group_exists(group)):
-            return True
-        if leader_gone and group is not None and _only_zombies(group):
+        if not _running(leader) and (group is None or not any(_running(p) for p in _group_members(group))):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-
-
-def _only_zombies(group: int) -> bool:
-    """True when every process left in `group` is a zombie (waiting for a parent that is not us to reap it)."""
-    proc = Path("/proc")
-    if not proc.exists():
-        return False
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
-            return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
