@@ -226,9 +226,10 @@ class TrainResult:
 
 
 def train(engine, data, model: str, smollm2_steps: int, quiet_wait_s: float) -> TrainResult:
-    from shared.engine.base import RUN_TAG, JobSpec
+    from shared.domain.finetune import LOCAL_PRESETS, parameters_for
+    from shared.domain.tags import RUN_TAG
+    from shared.engine.base import JobSpec
     from shared.engine.local.jobfiles import JobFiles
-    from shared.finetune import LOCAL_PRESETS, parameters_for
 
     overrides: dict[str, object] = {"max_steps": smollm2_steps} if model == SMOLLM2 else {}
     params = parameters_for(LOCAL_PRESETS.get(model, {}), overrides)
@@ -599,7 +600,7 @@ def serve_ours(
     engine, model_ref, model: str, candidates, plan: LoadPlan, server: str = "ours", prompts: list | None = None
 ) -> tuple[ServeResult, list]:
     """Deploy on a local endpoint and measure it. Without `prompts`, they are chosen on this deployment."""
-    from shared.engine.base import MANAGED_TAG
+    from shared.domain.tags import MANAGED_TAG
 
     result = ServeResult(model=model, server=server)
     name = f"bench-{SHORT_NAMES.get(model, 'model')}"
@@ -921,7 +922,7 @@ def render(args, trained: list[TrainResult], served: list[ServeResult], run_load
 
 
 def _preset(model: str) -> str:
-    from shared.finetune import LOCAL_PRESETS
+    from shared.domain.finetune import LOCAL_PRESETS
 
     preset = LOCAL_PRESETS.get(model, {})
     keys = ("num_train_epochs", "per_device_train_batch_size", "learning_rate", "max_seq_length")
@@ -957,11 +958,12 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch; children inherit it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from shared.azurite import start_azurite
-    from shared.engine.base import RUN_TAG, TrainingData
+    from shared.adapters.azurite import start_azurite
+    from shared.adapters.storage import BlobStore
+    from shared.domain.tags import RUN_TAG
+    from shared.engine.base import TrainingData
     from shared.engine.local.engine import LocalEngine
     from shared.settings import Settings
-    from shared.storage import BlobStore
 
     ENGINE_STATE.mkdir(parents=True, exist_ok=True)
     load_start = fmt_load(os.getloadavg())

@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, installed or not
     sys.path.insert(0, str(REPO))
 
 if TYPE_CHECKING:
-    from shared.chatdata import ValidationReport
+    from shared.domain.chatdata import ValidationReport
 
 STATE = REPO / ".state" / "bench"
 GENERATOR = REPO / "benchmarks" / "make_chat_jsonl.py"  # the workplace's ../shared/bench generator, copied
@@ -52,7 +52,7 @@ BUSY_SHARE = 0.10  # of one CPU, used by other processes (or stolen) while the c
 
 CONTENDERS = ("ours", "ours-nosink", "bare", "pandas")
 DESCRIPTIONS = {
-    "ours": "shared.chatdata: validate + stats + split + sha256, valid lines into the intake's SplitSpool (temp files)",
+    "ours": "chatdata: validate + stats + split + sha256, valid lines into the intake's SplitSpool (temp files)",
     "ours-nosink": "the same without writing the lines (for reference: the validator's own cost)",
     "bare": "`for line in open(f, 'rb'): orjson.loads(line)`, nothing else",
     "pandas": "pandas.read_json(lines=True), the same checks, split and sha256, to_json(lines=True)",
@@ -63,7 +63,7 @@ DESCRIPTIONS = {
 
 
 def run_ours(path: Path, out_dir: Path, write: bool = True) -> dict:
-    from shared.chatdata import Split, ValidationOptions, validate_chunks
+    from shared.domain.chatdata import Split, ValidationOptions, validate_chunks
 
     def chunks() -> Iterator[bytes]:
         with open(path, "rb", buffering=0) as file:
@@ -75,7 +75,7 @@ def run_ours(path: Path, out_dir: Path, write: bool = True) -> dict:
         report = validate_chunks(chunks(), options)
         return _ours_result(report)
     # Exactly what the intake does: the valid lines go to its SplitSpool (temporary files past 8 MB).
-    from shared.spool import SplitSpool
+    from shared.adapters.spool import SplitSpool
 
     with SplitSpool() as spool:
         report = validate_chunks(chunks(), options, on_example=spool.add)
@@ -203,8 +203,8 @@ RUNNERS: dict[str, Callable[[Path, Path], dict]] = {
 
 # imported before the clock starts: a notebook or a function host has them loaded already
 IMPORTS = {
-    "ours": ("shared.chatdata",),
-    "ours-nosink": ("shared.chatdata",),
+    "ours": ("shared.domain.chatdata",),
+    "ours-nosink": ("shared.domain.chatdata",),
     "bare": ("orjson",),
     "pandas": ("orjson", "pandas"),
 }

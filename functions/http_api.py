@@ -8,9 +8,9 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from functions.http_responses import json_errors, json_response
-from shared.api import CreateRunRequest
+from shared.api.http import CreateRunRequest
 from shared.context import get_context
-from shared.errors import InvalidInput, PayloadTooLarge, describe_validation_error
+from shared.domain.errors import InvalidInput, PayloadTooLarge, describe_validation_error
 from shared.settings import get_settings
 from shared.usecases.intake import create_run
 from shared.usecases.lifecycle.jobs import cancel_run

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 import orjson
 
-from shared.errors import AutopilotError
+from shared.domain.errors import AutopilotError
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
+from shared.api.events import parse_job_event
 from shared.context import get_context
-from shared.errors import InvalidInput
-from shared.events import parse_job_event
+from shared.domain.errors import InvalidInput
 from shared.usecases.lifecycle.jobs import handle_job_event
 
 logger = logging.getLogger(__name__)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from shared.adapters.ledger import RunLedger
+from shared.adapters.notifications import EventGridNotifier, NoNotifier, Notifier, announce
+from shared.adapters.storage import BlobStore
+from shared.domain.clock import utc_now
+from shared.domain.runs import RunRecord
 from shared.engine import build_engine, engine_profile
 from shared.engine.base import Engine
 from shared.engine.profile import EngineProfile
-from shared.ledger import RunLedger
-from shared.notifications import EventGridNotifier, NoNotifier, Notifier, announce
-from shared.runs import RunRecord
 from shared.settings import Settings, get_settings
-from shared.storage import BlobStore
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _overrides_are_parameters(self) -> Settings:
-        from shared.finetune import FineTuneParameters
+        from shared.domain.finetune import FineTuneParameters
 
         try:
             FineTuneParameters.model_validate(self.finetune_overrides)

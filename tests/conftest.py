@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.azurite import Azurite, start_azurite
+from shared.adapters.azurite import Azurite, start_azurite
 from shared.context import AppContext, install_context
 from shared.settings import Settings
 from tests.fakes import FakeEngine

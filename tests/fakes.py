@@ -14,17 +14,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.engine.base import (
-    DeploymentInfo,
-    EndpointInfo,
-    EndpointKeys,
-    JobInfo,
-    JobMetrics,
-    JobSpec,
-    JobStatus,
-    ModelRef,
-)
-from shared.errors import EngineError
+from shared.domain.errors import EngineError
+from shared.domain.jobs import JobStatus
+from shared.engine.base import DeploymentInfo, EndpointInfo, EndpointKeys, JobInfo, JobMetrics, JobSpec, ModelRef
 
 
 class FakeEngine:

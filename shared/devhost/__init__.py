@@ -10,7 +10,7 @@ It indexes the app as the Functions host does (`app.get_functions()` once, bindi
 - Blob: Azurite emits no Event Grid events, so a poller lists the trigger's container and delivers each
   (name, ETag) once, with receipts on disk and a poison threshold, like the polling blob trigger. The
   Event Grid blob webhook `/runtime/webhooks/blobs?functionName=Host.Functions.<fn>` works too.
-- Timer: NCRONTAB schedules (shared.ncrontab) in UTC on a thread per function; runOnStartup honoured.
+- Timer: NCRONTAB schedules (shared.devhost.ncrontab) in UTC on a thread per function; runOnStartup honoured.
 - `POST /admin/functions/<fn>` `{"input": ...}` runs a non-HTTP function by hand (Core Tools' admin API).
 
 Everything binds 127.0.0.1, served by werkzeug. The function key is printed once at start and never logged.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
+from shared.adapters.files import write_json_atomically
 from shared.devhost.blobs import BlobDelivery, BlobWatch
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,7 @@ class BlobReceipts:
     def add(self, key: str, status: str) -> None:
         with self._lock:
             self._entries[key] = {"status": status, "at": datetime.now(UTC).isoformat()}
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = self._path.with_suffix(".tmp")
-            scratch.write_text(json.dumps(self._entries, indent=1, sort_keys=True))
-            scratch.replace(self._path)
+            write_json_atomically(self._path, self._entries)
 
 
 class BlobPoller:

@@ -16,7 +16,7 @@ import azure.functions as func
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from pydantic import SecretStr
 
-from shared.azurite import Azurite, start_azurite
+from shared.adapters.azurite import Azurite, start_azurite
 from shared.context import AppContext, install_context
 from shared.devhost.admin import FUNCTIONS_PATH, AdminApi
 from shared.devhost.blob_poller import POISON_BLOB_THRESHOLD, BlobPoller, BlobReceipts

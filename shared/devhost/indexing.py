@@ -16,7 +16,7 @@ from typing import Any
 import azure.functions as func
 from pydantic import AliasChoices, SecretStr
 
-from shared import ncrontab
+from shared.devhost import ncrontab
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -1,17 +1,18 @@
-"""Timer triggers: NCRONTAB schedules (shared.ncrontab) in UTC, runOnStartup, past-due and one catch-up run."""
+"""Timer triggers: NCRONTAB schedules (shared.devhost.ncrontab) in UTC, runOnStartup, past-due and one catch-up run."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.functions.timer import TimerRequest
 
-from shared import ncrontab
+from shared.devhost import ncrontab
 from shared.devhost.indexing import HostedFunction
 from shared.devhost.invocation import invoke
+from shared.domain.clock import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +28,15 @@ def run_timer(function: HostedFunction, stopping: threading.Event) -> None:
     schedule = ncrontab.parse(str(function.trigger["schedule"]))
     last: datetime | None = None
     if function.trigger.get("runOnStartup"):
-        last = _utc_now()
+        last = utc_now()
         _tick(function, past_due=False, last=None, following=ncrontab.next_occurrence(schedule, last))
-    scheduled = ncrontab.next_occurrence(schedule, _utc_now())
+    scheduled = ncrontab.next_occurrence(schedule, utc_now())
     catching_up = False
-    while not stopping.wait(max(0.0, (scheduled - _utc_now()).total_seconds())):
+    while not stopping.wait(max(0.0, (scheduled - utc_now()).total_seconds())):
         following = ncrontab.next_occurrence(schedule, scheduled)
-        late = catching_up or _utc_now() - scheduled > PAST_DUE_GRACE
+        late = catching_up or utc_now() - scheduled > PAST_DUE_GRACE
         _tick(function, past_due=late, last=last, following=following)
-        last, now = scheduled, _utc_now()
+        last, now = scheduled, utc_now()
         # A run that outlasted the next occurrence gets one catch-up run (past due), then the schedule resumes.
         catching_up = following <= now
         scheduled = now if catching_up else following
@@ -45,13 +46,10 @@ def _tick(function: HostedFunction, *, past_due: bool, last: datetime | None, fo
     status = {
         "Last": last.isoformat() if last else "",
         "Next": following.isoformat(),
-        "LastUpdated": _utc_now().isoformat(),
+        "LastUpdated": utc_now().isoformat(),
     }
     try:
         invoke_timer(function, past_due=past_due, status=status)
     except Exception:
         logger.exception("timer function %s failed", function.name)
 
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from shared.engine.base import LOCAL_WORKSPACE_TOPIC, Engine
-from shared.engine.profile import EngineProfile
-from shared.errors import EngineNotConfigured
-from shared.finetune import LOCAL_PRESETS
+from shared.domain.errors import EngineNotConfigured
+from shared.domain.finetune import LOCAL_PRESETS
+from shared.engine.base import Engine
+from shared.engine.profile import LOCAL_WORKSPACE_TOPIC, EngineProfile
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.storage import BlobStore
+    from shared.adapters.storage import BlobStore
 
 
 class BuiltEngine(NamedTuple):

@@ -6,7 +6,7 @@ loopback endpoint server). Operations are named after the nouns they act on. Eve
 idempotent: called again with the same name, it returns what exists instead of making a second one.
 `create_deployment` may return before the deployment is ready (Azure ML provisions for ten minutes or more):
 callers follow it with `get_deployment` until it `is_ready` or `has_failed`.
-Adapters raise shared.errors.EngineError (transient) or a permanent subclass, never SDK errors.
+Adapters raise shared.domain.errors.EngineError (transient) or a permanent subclass, never SDK errors.
 """
 
 from __future__ import annotations
@@ -14,30 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from shared.finetune import FineTuneParameters
-
-RUN_TAG = "ft-autopilot-run"  # on jobs: the app's run id
-MANAGED_TAG = "ft-autopilot-managed"  # on endpoints: "true" when this app may tear them down
-# The Event Grid topic of the local engine's job events: a workspace id no real workspace has.
-LOCAL_WORKSPACE_TOPIC = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
-    "/providers/Microsoft.MachineLearningServices/workspaces/local"
-)
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.jobs import JobStatus
+from shared.domain.tags import MANAGED_TAG
 
 
 @dataclass(frozen=True)

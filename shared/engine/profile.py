@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The Event Grid topic of the local engine's job events: a workspace id no real workspace has.
+LOCAL_WORKSPACE_TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+    "/providers/Microsoft.MachineLearningServices/workspaces/local"
+)
+
 
 @dataclass(frozen=True)
 class EngineProfile:

@@ -12,8 +12,10 @@ from dataclasses import replace
 
 from pydantic import ValidationError
 
-from shared.api import CreateRunRequest
-from shared.chatdata import (
+from shared.adapters.spool import SplitSpool
+from shared.api.http import CreateRunRequest
+from shared.context import AppContext
+from shared.domain.chatdata import (
     Split,
     ValidationOptions,
     ValidationReport,
@@ -21,10 +23,9 @@ from shared.chatdata import (
     render_markdown,
     validate_chunks,
 )
-from shared.context import AppContext
-from shared.errors import AutopilotError, InvalidInput, describe_validation_error
-from shared.finetune import FineTuneParameters, parameters_for
-from shared.runs import (
+from shared.domain.errors import AutopilotError, InvalidInput, describe_validation_error
+from shared.domain.finetune import FineTuneParameters, parameters_for
+from shared.domain.runs import (
     DatasetRef,
     RunArtifacts,
     RunRecord,
@@ -36,7 +37,6 @@ from shared.runs import (
     run_id_for,
 )
 from shared.settings import Settings
-from shared.spool import SplitSpool
 from shared.usecases.submission import IntakeOutcome, IntakeStatus, note_attempt, submit
 from shared.usecases.validation import validation_options
 

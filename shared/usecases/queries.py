@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from shared.api import EndpointView
+from shared.api.http import EndpointView
 from shared.context import AppContext
-from shared.errors import InvalidInput
-from shared.runs import (
+from shared.domain.errors import InvalidInput
+from shared.domain.runs import (
     RUN_ID_PATTERN,
     RunRecord,
     RunState,

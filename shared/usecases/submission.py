@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.context import AppContext
-from shared.engine.base import RUN_TAG, JobSpec, TrainingData
-from shared.errors import AutopilotError
-from shared.runs import (
+from shared.domain.errors import AutopilotError
+from shared.domain.runs import (
     RunError,
     RunRecord,
     RunState,
@@ -18,6 +17,8 @@ from shared.runs import (
     add_attempt,
     advance_from,
 )
+from shared.domain.tags import RUN_TAG
+from shared.engine.base import JobSpec, TrainingData
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)

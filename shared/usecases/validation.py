@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from shared.chatdata import (
+from shared.domain.chatdata import (
     ValidationOptions,
     ValidationReport,
     validate_chunks,
 )
-from shared.errors import InvalidInput
-from shared.finetune import FineTuneParameters
+from shared.domain.errors import InvalidInput
+from shared.domain.finetune import FineTuneParameters
 from shared.settings import Settings
 
 BODY_CHUNK_BYTES = 4 * 1024 * 1024

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.azurite import Azurite, free_port
+from shared.adapters.azurite import Azurite, free_port
 from shared.context import get_context
 from shared.devhost import DevHost
+from shared.domain.scoring import answer_text, scoring_request
 from shared.engine.local.processes import is_alive
-from shared.scoring import answer_text, scoring_request
 from shared.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"

@@ -14,9 +14,11 @@ import uuid
 
 import pytest
 
-from shared.engine.base import MANAGED_TAG, RUN_TAG, Engine, JobStatus, ModelRef
-from shared.errors import EngineError
-from shared.scoring import answer_text, scoring_request
+from shared.domain.errors import EngineError
+from shared.domain.jobs import JobStatus
+from shared.domain.scoring import answer_text, scoring_request
+from shared.domain.tags import MANAGED_TAG, RUN_TAG
+from shared.engine.base import Engine, ModelRef
 
 
 def wait_for_terminal(engine: Engine, name: str, timeout_s: float) -> JobStatus:

@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from shared.domain.finetune import parameters_for
+from shared.domain.tags import RUN_TAG
 from shared.engine.azureml.config import AzureMLConfig
 from shared.engine.azureml.engine import AzureMLEngine
-from shared.engine.base import RUN_TAG, JobSpec, TrainingData
-from shared.finetune import parameters_for
+from shared.engine.base import JobSpec, TrainingData
 from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
 from tests.engine.azureml_service.service import AzureMLService
 from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)

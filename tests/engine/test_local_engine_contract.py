@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.azurite import Azurite
-from shared.engine.base import RUN_TAG, JobSpec, TrainingData
+from shared.adapters.azurite import Azurite
+from shared.adapters.storage import BlobStore
+from shared.domain.finetune import LOCAL_PRESETS, parameters_for
+from shared.domain.tags import RUN_TAG
+from shared.engine.base import JobSpec, TrainingData
 from shared.engine.local.engine import LocalEngine
-from shared.finetune import LOCAL_PRESETS, parameters_for
 from shared.settings import Settings
-from shared.storage import BlobStore
 from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"

@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from shared.engine.base import MANAGED_TAG, ModelRef
+from shared.domain.errors import EngineError
+from shared.domain.tags import MANAGED_TAG
+from shared.engine.base import ModelRef
 from shared.engine.local.base_models import build_tiny_model
 from shared.engine.local.endpoints import (
     DeploymentFailed,
@@ -35,7 +37,6 @@ from shared.engine.local.endpoints import (
     ScoringRejected,
 )
 from shared.engine.local.serving.protocol import generate_kwargs, normalize_parameters
-from shared.errors import EngineError
 
 MODEL = ModelRef(name="tiny-chat", version="1")
 HI = [{"role": "user", "content": "Hello, how can I help you today?"}]

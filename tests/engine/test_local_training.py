@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 
-from shared.engine.base import RUN_TAG, JobStatus
+from shared.domain.clock import utc_now
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.jobs import JobStatus
+from shared.domain.tags import RUN_TAG
 from shared.engine.local.base_models import resolve_base_model
-from shared.engine.local.jobfiles import JobFiles, JobMetricsFile, JobState, TrainingJob, utc_now
+from shared.engine.local.jobfiles import JobFiles, JobMetricsFile, JobState, TrainingJob
 from shared.engine.local.training.data import has_generation_markers
 from shared.engine.local.training.launch import WORKER_MODULE, cuda_device_count, launch_command
-from shared.finetune import FineTuneParameters
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_LINES = (REPO / "samples" / "ultrachat_sample.jsonl").read_text(encoding="utf-8").splitlines()

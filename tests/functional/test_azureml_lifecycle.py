@@ -18,10 +18,11 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
+from shared.domain.errors import EngineError
+from shared.domain.jobs import JobStatus
+from shared.domain.runs import RunRecord, RunState
+from shared.domain.tags import MANAGED_TAG
 from shared.engine.azureml.engine import AzureMLEngine
-from shared.engine.base import MANAGED_TAG, JobStatus
-from shared.errors import EngineError
-from shared.runs import RunRecord, RunState
 from shared.settings import Settings
 from shared.usecases.lifecycle.jobs import cancel_run
 from tests.engine.azureml_service import recorded

@@ -25,7 +25,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from pydantic import SecretStr
 
-from shared.azurite import free_port
+from shared.adapters.azurite import free_port
 from shared.context import get_context
 from shared.devhost import DevHost, DevHostError, serve
 from shared.settings import Settings

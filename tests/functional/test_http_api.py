@@ -116,7 +116,7 @@ def test_list_runs_filters_by_state_and_validates_its_query(ctx: AppContext):
 
 def test_storage_outage_is_a_503_with_the_error_shape(ctx: AppContext):
     # given a context whose storage cannot be reached (a closed loopback port)
-    from shared.azurite import ACCOUNT, ACCOUNT_KEY, free_port
+    from shared.adapters.azurite import ACCOUNT, ACCOUNT_KEY, free_port
     from shared.context import install_context
     from shared.settings import Settings
 

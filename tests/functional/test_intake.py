@@ -10,8 +10,8 @@ import pytest
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.context import AppContext
-from shared.errors import EngineError
-from shared.runs import RunState
+from shared.domain.errors import EngineError
+from shared.domain.runs import RunState
 from shared.settings import Settings
 from tests.fakes import FakeEngine
 from tests.registered import function

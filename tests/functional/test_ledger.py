@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.context import AppContext
-from shared.errors import InvalidTransition, RunNotFound
-from shared.finetune import FineTuneParameters
-from shared.runs import DatasetRef, RunRecord, RunState, add_attempt, advance, new_run
+from shared.domain.errors import InvalidTransition, RunNotFound
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.runs import DatasetRef, RunRecord, RunState, add_attempt, advance, new_run
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 

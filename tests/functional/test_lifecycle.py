@@ -15,8 +15,10 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.context import AppContext
-from shared.engine.base import LOCAL_WORKSPACE_TOPIC, MANAGED_TAG, JobStatus
-from shared.runs import RunRecord, RunState
+from shared.domain.jobs import JobStatus
+from shared.domain.runs import RunRecord, RunState
+from shared.domain.tags import MANAGED_TAG
+from shared.engine.profile import LOCAL_WORKSPACE_TOPIC
 from shared.usecases.lifecycle.idle import teardown_idle_endpoints
 from shared.usecases.lifecycle.rollout import restore_endpoint
 from tests.conftest import EVENTS

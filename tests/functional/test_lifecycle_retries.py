@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from shared.context import AppContext
-from shared.errors import EngineError
-from shared.naming import deployment_name_for
-from shared.runs import RunRecord, RunState
+from shared.domain.errors import EngineError
+from shared.domain.naming import deployment_name_for
+from shared.domain.runs import RunRecord, RunState
 from tests.fakes import FakeEngine
 from tests.functional.test_lifecycle import event_for, on_job_event, trained_run
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from shared.adapters.notifications import EventGridNotifier
 from shared.context import AppContext
-from shared.notifications import EventGridNotifier
 from tests.fakes import FakeEngine
 from tests.functional.test_intake import BROKEN, upload
 from tests.functional.test_lifecycle import event_for, on_dataset_uploaded, on_job_event, trained_run

@@ -1,4 +1,4 @@
-"""Builders of chat-completion JSONL for the shared.chatdata tests: plain values, no fixtures."""
+"""Builders of chat-completion JSONL for the shared.domain.chatdata tests: plain values, no fixtures."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shared.chatdata import Split, ValidationOptions, ValidationReport, validate_chunks
+from shared.domain.chatdata import Split, ValidationOptions, ValidationReport, validate_chunks
 
 
 def message(role: object, content: object, **extra: object) -> dict:

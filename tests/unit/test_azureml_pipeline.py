@@ -15,6 +15,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from shared.domain.errors import EngineError
+from shared.domain.finetune import FineTuneParameters
 from shared.engine.azureml.foundation import (
     BaseModelRef,
     BaseModelUnavailable,
@@ -34,8 +36,6 @@ from shared.engine.azureml.pipeline import (
     pipeline_job_spec,
 )
 from shared.engine.azureml.sdk_errors import translate
-from shared.errors import EngineError
-from shared.finetune import FineTuneParameters
 
 MODEL_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
 

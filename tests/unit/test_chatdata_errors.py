@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.chatdata import MIN_TRAIN_ROWS, ErrorCode, ValidationOptions
+from shared.domain.chatdata import MIN_TRAIN_ROWS, ErrorCode, ValidationOptions
 from tests.unit.chatdata_builders import (
     conversation,
     jsonl,

@@ -8,7 +8,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.chatdata import ErrorCode, Split, ValidationOptions, WarningCode, validate_chunks
+from shared.domain.chatdata import ErrorCode, Split, ValidationOptions, WarningCode, validate_chunks
 from tests.unit.chatdata_builders import chunked, jsonl, line_count, validate
 
 UTF8_BOM = b"\xef\xbb\xbf"

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from shared.chatdata import (
+from shared.domain.chatdata import (
     ErrorCode,
     Split,
     ValidationOptions,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.chatdata import DatasetValidator, ErrorCode, ValidationOptions, WarningCode
-from shared.chatdata.lines import LineSplitter, LineTooLong
+from shared.domain.chatdata import DatasetValidator, ErrorCode, ValidationOptions, WarningCode
+from shared.domain.chatdata.lines import LineSplitter, LineTooLong
 from tests.unit.chatdata_builders import conversation, jsonl, line, message, valid_line, valid_lines, validate
 
 UTF8_BOM = b"\xef\xbb\xbf"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from shared.cli.main import main
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

@@ -21,6 +21,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.monitor.querymetrics import MetricsClient
 from requests.adapters import BaseAdapter
 
+from shared.domain.errors import EngineError
 from shared.engine.azureml.monitoring import (
     ActivityNotUnderstood,
     EndpointActivity,
@@ -28,7 +29,6 @@ from shared.engine.azureml.monitoring import (
     metrics_endpoint,
 )
 from shared.engine.azureml.sdk_errors import translated
-from shared.errors import EngineError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "azure-monitor"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, TypeAdapter
 
-from shared.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
+from shared.api.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
 from shared.settings import STORAGE_CONNECTION_SETTING, Settings
 from tests.registered import bindings, names
 

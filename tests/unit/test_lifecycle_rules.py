@@ -6,11 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from shared.charts import loss_curve_svg
-from shared.gate import GatePolicy, quality_gate
-from shared.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
-from shared.runs import RunMetrics
-from shared.scoring import answer_text, scoring_request, smoke_test_conversation
+from shared.domain.charts import loss_curve_svg
+from shared.domain.gate import GatePolicy, quality_gate
+from shared.domain.naming import deployment_name_for, endpoint_name_for, finetuned_model_name
+from shared.domain.runs import RunMetrics
+from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
 
 POLICY = GatePolicy(min_improvement=0.02, champion_tolerance=0.05)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.domain.errors import EngineError
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.serving.router import ENDPOINT_FILE, KEYS_FILE
-from shared.errors import EngineError
 
 REQUEST = {"input_data": {"input_string": [{"role": "user", "content": "Hi!"}], "parameters": {}}, "params": {}}
 

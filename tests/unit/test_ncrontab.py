@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shared.ncrontab import next_occurrence, parse
+from shared.devhost.ncrontab import next_occurrence, parse
 
 
 def at(*fields: int) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.redaction import REDACTED, redact_secrets
+from shared.domain.redaction import REDACTED, redact_secrets
 
 
 @pytest.mark.parametrize(

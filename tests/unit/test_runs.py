@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.errors import InvalidTransition
-from shared.finetune import FineTuneParameters
-from shared.runs import (
+from shared.domain.errors import InvalidTransition
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.runs import (
     NEXT_STATES,
     RUN_ID_PATTERN,
     TERMINAL_STATES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from shared.domain.finetune import LOCAL_PRESETS, FineTuneParameters, parameters_for
 from shared.engine import engine_profile
-from shared.finetune import LOCAL_PRESETS, FineTuneParameters, parameters_for
 from shared.settings import Settings
 
 

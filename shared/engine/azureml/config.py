@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from shared.domain.errors import EngineNotConfigured
+from shared.domain.tags import RUN_TAG
 from shared.engine.azureml.pipeline import FinetuneCompute, PipelineJobSpec, pipeline_job_spec
-from shared.engine.base import RUN_TAG, JobSpec
-from shared.errors import EngineNotConfigured
+from shared.engine.base import JobSpec
 from shared.settings import Settings
 
 # The VM size a run's model is served on, chosen at submission from its base model's inference list and carried

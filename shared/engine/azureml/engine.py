@@ -19,6 +19,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from shared.domain.errors import EngineError, EngineNotConfigured
+from shared.domain.jobs import JobStatus, from_azure
+from shared.domain.tags import RUN_TAG
 from shared.engine.azureml.config import SERVING_SIZE_TAG, AzureMLConfig, run_pipeline_spec
 from shared.engine.azureml.foundation import (
     BaseModelRef,
@@ -52,18 +55,15 @@ from shared.engine.azureml.tracking import (
     rest_base,
 )
 from shared.engine.base import (
-    RUN_TAG,
     DeploymentInfo,
     EndpointInfo,
     EndpointKeys,
     JobInfo,
     JobMetrics,
     JobSpec,
-    JobStatus,
     JobWarning,
     ModelRef,
 )
-from shared.errors import EngineError, EngineNotConfigured
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +73,6 @@ LIVENESS_INITIAL_DELAY_S = 600  # an LLM container loads for minutes before it a
 REQUEST_TIMEOUT_MS = 90_000
 SCORING_TIMEOUT_S = 120
 
-_JOB_STATUSES = {
-    "notstarted": JobStatus.QUEUED,
-    "queued": JobStatus.QUEUED,
-    "preparing": JobStatus.QUEUED,
-    "provisioning": JobStatus.QUEUED,
-    "starting": JobStatus.QUEUED,
-    "running": JobStatus.RUNNING,
-    "finalizing": JobStatus.RUNNING,
-    "cancelrequested": JobStatus.RUNNING,
-    "paused": JobStatus.RUNNING,
-    "completed": JobStatus.COMPLETED,
-    "failed": JobStatus.FAILED,
-    "notresponding": JobStatus.RUNNING,  # a missed heartbeat: the job may recover
-    "canceled": JobStatus.CANCELED,
-}
 
 HttpPost = Callable[[str, bytes, dict[str, str], float], Any]
 
@@ -286,7 +271,7 @@ class AzureMLEngine:
 
     def _job_info(self, job: Any) -> JobInfo:
         raw = state_text(getattr(job, "status", None))
-        status = _JOB_STATUSES.get(raw.lower(), JobStatus.RUNNING)
+        status = from_azure(raw) or JobStatus.RUNNING  # a word not known yet: still running, never over
         error = None
         if status in (JobStatus.FAILED, JobStatus.CANCELED):
             error = f"pipeline job {raw}; see its logs in Azure ML studio: {getattr(job, 'studio_url', None)}"

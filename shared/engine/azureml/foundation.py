@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.errors import EngineError
+from shared.domain.errors import EngineError
 
 BASE_MODEL_SETTING = "BASE_MODEL_ID"
 INFERENCE_SIZE_SETTING = "AZUREML_INFERENCE_INSTANCE_TYPE"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from shared.domain.errors import InvalidInput
 from shared.engine.azureml.foundation import BASE_MODEL_SETTING, BaseModelUnavailable
-from shared.errors import InvalidInput
 
 MODEL_DEFAULTS_TAG = "model_specific_defaults"
 LEGACY_FINETUNE_ALLOW_LIST = "finetune_compute_allow_list"

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, Protocol
 
-from shared.errors import EngineError
+from shared.domain.errors import EngineError
 
 ENDPOINT_METRICS_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
 REQUESTS_PER_MINUTE = "RequestsPerMinute"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.finetune import FineTuneParameters
+from shared.domain.finetune import FineTuneParameters
 
 COMPONENT_NAME = "chat_completion_pipeline"
 COMPONENT_SPEC = Path(__file__).with_name("chat_completion_pipeline.yaml")
@@ -167,7 +167,7 @@ def build_pipeline_job(component: Any, spec: PipelineJobSpec) -> Any:
 
     unknown = sorted(set(spec.inputs) - set(component.inputs))
     if unknown:
-        from shared.errors import EngineError
+        from shared.domain.errors import EngineError
 
         raise EngineError(
             f"{COMPONENT_NAME} {component.version} has no input {', '.join(unknown)}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from shared.errors import AutopilotError, EngineError
+from shared.domain.errors import AutopilotError, EngineError
 
 _QUOTA_MARKERS = ("quota", "outofquota", "insufficient capacity", "notenoughcores")
 

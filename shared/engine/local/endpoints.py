@@ -27,7 +27,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -39,6 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.files import write_json_atomically
+from shared.domain.errors import EngineError
+from shared.domain.naming import is_resource_name
 from shared.engine.base import DeploymentInfo, EndpointInfo, EndpointKeys, ModelRef
 from shared.engine.local.processes import (
     ProcessStartError,
@@ -56,17 +58,12 @@ from shared.engine.local.serving.router import (
     ENDPOINT_FILE,
     KEYS_FILE,
     STATS_FILE,
-    write_json_atomic,
 )
 from shared.engine.local.serving.router import MODULE as ROUTER_MODULE
-from shared.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-# Azure ML's rule for endpoint and deployment names: 3-32 characters, letters, digits and hyphens, starting with a
-# letter and not ending with a hyphen.
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 SUCCEEDED, CREATING, FAILED = "Succeeded", "Creating", "Failed"
 ROUTER_START_TIMEOUT_S = 30.0
 DEPLOYMENT_START_TIMEOUT_S = 180.0
@@ -189,7 +186,7 @@ class LocalEndpoints:
             return []
         infos = []
         for folder in sorted(self.root.iterdir()):
-            config = self._read(folder) if folder.is_dir() and NAME_PATTERN.match(folder.name) else None
+            config = self._read(folder) if folder.is_dir() and is_resource_name(folder.name) else None
             if config:
                 infos.append(self._info(folder, config))
         return infos
@@ -378,7 +375,7 @@ class LocalEndpoints:
     # -- internals: files ------------------------------------------------------------------------
 
     def _check_name(self, name: str, kind: str) -> None:
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not is_resource_name(name):
             raise InvalidName(
                 f"invalid {kind} name {name!r}: 3-32 letters, digits or hyphens, starting with a letter, "
                 "not ending with a hyphen"
@@ -389,7 +386,7 @@ class LocalEndpoints:
         return self.root / name
 
     def _existing(self, name: str) -> Path | None:
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not is_resource_name(name):
             return None
         folder = self.root / name
         return folder if (folder / ENDPOINT_FILE).exists() else None
@@ -420,7 +417,7 @@ class LocalEndpoints:
 
     @staticmethod
     def _write(folder: Path, config: dict[str, Any]) -> None:
-        write_json_atomic(folder / ENDPOINT_FILE, config)
+        write_json_atomically(folder / ENDPOINT_FILE, config, durable=True)
 
     @staticmethod
     def _ensure_keys(folder: Path) -> None:
@@ -428,7 +425,7 @@ class LocalEndpoints:
         if path.exists():
             return
         keys = {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}
-        write_json_atomic(path, keys, mode=0o600)
+        write_json_atomically(path, keys, mode=0o600, durable=True)
 
     def _info(self, folder: Path, config: dict[str, Any]) -> EndpointInfo:
         stats: dict[str, Any] = {}

@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.storage import BlobStore
+from shared.domain.clock import utc_now
+from shared.domain.errors import EngineError
+from shared.domain.jobs import JobStatus
 from shared.engine.base import (
-    LOCAL_WORKSPACE_TOPIC,
     DeploymentInfo,
     EndpointInfo,
     EndpointKeys,
@@ -24,17 +27,15 @@ from shared.engine.base import (
     JobMetrics,
     JobProgress,
     JobSpec,
-    JobStatus,
     ModelRef,
 )
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.events import EventCallback, EventDelivery, run_events
-from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob, utc_now
+from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob
 from shared.engine.local.processes import is_alive, start_process, stop_process
 from shared.engine.local.registry import CHALLENGER, LocalRegistry
 from shared.engine.local.training.launch import WORKER_MODULE, launch_command
-from shared.errors import EngineError
-from shared.storage import BlobStore
+from shared.engine.profile import LOCAL_WORKSPACE_TOPIC
 
 logger = logging.getLogger(__name__)
 

@@ -17,20 +17,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.engine.base import JobStatus
-from shared.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
+from shared.api.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
+from shared.domain.jobs import TO_AZURE, JobStatus
 
 logger = logging.getLogger(__name__)
 
 
-# Azure ML's spelling of run statuses
-AZURE_RUN_STATUS = {
-    JobStatus.QUEUED: "Queued",
-    JobStatus.RUNNING: "Running",
-    JobStatus.COMPLETED: "Completed",
-    JobStatus.FAILED: "Failed",
-    JobStatus.CANCELED: "Canceled",
-}
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -47,7 +39,7 @@ def run_events(
         "runType": PIPELINE_RUN,
         "runTags": dict(tags),
         "runProperties": {"azureml.runsource": PIPELINE_RUN},
-        "runStatus": AZURE_RUN_STATUS[status],
+        "runStatus": TO_AZURE[status],
     }
     types = [RUN_STATUS_CHANGED] + ([RUN_COMPLETED] if status == JobStatus.COMPLETED else [])
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")

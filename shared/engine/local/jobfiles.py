@@ -16,16 +16,15 @@ and everything survives a restart of the caller.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.engine.base import JobStatus
-from shared.finetune import FineTuneParameters
+from shared.adapters.files import write_atomically
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.jobs import JobStatus
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -115,25 +114,25 @@ class JobFiles:
         return TrainingJob.model_validate_json(self.job_json.read_bytes())
 
     def write_job(self, job: TrainingJob) -> None:
-        _write_atomically(self.job_json, job.model_dump_json(indent=2).encode(), mode=0o600)
+        write_atomically(self.job_json, job.model_dump_json(indent=2).encode(), mode=0o600)
 
     def read_state(self) -> JobState | None:
         return _read(self.status_json, JobState)
 
     def write_state(self, state: JobState) -> None:
-        _write_atomically(self.status_json, state.model_dump_json(indent=2).encode())
+        write_atomically(self.status_json, state.model_dump_json(indent=2).encode())
 
     def read_progress(self) -> Progress | None:
         return _read(self.progress_json, Progress)
 
     def write_progress(self, progress: Progress) -> None:
-        _write_atomically(self.progress_json, progress.model_dump_json().encode())
+        write_atomically(self.progress_json, progress.model_dump_json().encode())
 
     def read_metrics(self) -> JobMetricsFile | None:
         return _read(self.metrics_json, JobMetricsFile)
 
     def write_metrics(self, metrics: JobMetricsFile) -> None:
-        _write_atomically(self.metrics_json, metrics.model_dump_json(indent=2).encode())
+        write_atomically(self.metrics_json, metrics.model_dump_json(indent=2).encode())
 
     def log(self, message: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -142,9 +141,6 @@ class JobFiles:
             log.write(f"{stamp} {message}\n")
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def _read(path: Path, model: type[ModelT]) -> ModelT | None:
     try:
@@ -152,15 +148,3 @@ def _read(path: Path, model: type[ModelT]) -> ModelT | None:
     except FileNotFoundError:
         return None
 
-
-def _write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -13,14 +13,13 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.engine.base import RUN_TAG, ModelRef
-from shared.errors import EngineError
+from shared.domain.errors import EngineError
+from shared.domain.tags import RUN_TAG
+from shared.engine.base import ModelRef
 
 logger = logging.getLogger(__name__)
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # it announces every registration on stdout otherwise
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 
 class ModelNotFound(EngineError):

@@ -8,8 +8,8 @@ import logging
 from datetime import datetime, timedelta
 
 from shared.context import AppContext
-from shared.naming import endpoint_name_for
-from shared.runs import (
+from shared.domain.naming import endpoint_name_for
+from shared.domain.runs import (
     RunState,
     advance_from,
 )

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from shared.api.events import JobEvent, ignore_reason
 from shared.context import AppContext
-from shared.engine.base import JobStatus
-from shared.errors import AutopilotError, InvalidTransition
-from shared.events import JobEvent, ignore_reason
-from shared.runs import (
+from shared.domain.errors import AutopilotError, InvalidTransition
+from shared.domain.jobs import JobStatus
+from shared.domain.runs import (
     RunError,
     RunRecord,
     RunState,

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import logging
 
-from shared.charts import loss_curve_svg
 from shared.context import AppContext
-from shared.engine.base import RUN_TAG
-from shared.gate import GatePolicy, quality_gate
-from shared.runs import (
+from shared.domain.charts import loss_curve_svg
+from shared.domain.gate import GatePolicy, quality_gate
+from shared.domain.runs import (
     ModelVersion,
     RunMetrics,
     RunRecord,
     RunState,
     advance_from,
 )
-from shared.usecases.lifecycle.steps import CHAMPION, attempt, model_name_for
+from shared.domain.tags import CHAMPION, RUN_TAG
+from shared.usecases.lifecycle.steps import attempt, model_name_for
 
 logger = logging.getLogger(__name__)
 

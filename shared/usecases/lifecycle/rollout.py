@@ -11,11 +11,10 @@ from datetime import timedelta
 import orjson
 
 from shared.context import AppContext
-from shared.engine.base import MANAGED_TAG, ModelRef
-from shared.errors import AutopilotError, InvalidInput, NotFound
-from shared.naming import deployment_name_for, endpoint_name_for, is_resource_name
-from shared.redaction import redact_secrets
-from shared.runs import (
+from shared.domain.errors import AutopilotError, InvalidInput, NotFound
+from shared.domain.naming import deployment_name_for, endpoint_name_for, is_resource_name
+from shared.domain.redaction import redact_secrets
+from shared.domain.runs import (
     EndpointRef,
     ModelVersion,
     RunError,
@@ -24,8 +23,10 @@ from shared.runs import (
     SmokeTestResult,
     advance_from,
 )
-from shared.scoring import answer_text, scoring_request, smoke_test_conversation
-from shared.usecases.lifecycle.steps import CHAMPION, attempt, dataset_lines, entered
+from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
+from shared.domain.tags import CHAMPION, MANAGED_TAG
+from shared.engine.base import ModelRef
+from shared.usecases.lifecycle.steps import attempt, dataset_lines, entered
 
 logger = logging.getLogger(__name__)
 

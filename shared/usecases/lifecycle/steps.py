@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TypeVar
 
 from shared.context import AppContext
-from shared.errors import AutopilotError
-from shared.naming import finetuned_model_name
-from shared.runs import (
+from shared.domain.errors import AutopilotError
+from shared.domain.naming import finetuned_model_name
+from shared.domain.runs import (
     RunError,
     RunRecord,
     RunState,
@@ -108,7 +108,6 @@ def dataset_lines(ctx: AppContext, container: str, name: str):
         yield pending
 
 
-CHAMPION = "champion"
 
 
 def entered(record: RunRecord, state: RunState) -> datetime | None:

@@ -34,7 +34,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.files import write_json_atomically
 from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
@@ -67,23 +67,6 @@ EXIT_PORT_IN_USE = 3
 
 logger = logging.getLogger(MODULE)
 
-
-def write_json_atomic(path: Path, payload: Any, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`: readers see old or new, never half.
-    `durable` also fsyncs the file first (configuration: yes; per-request statistics: no)."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=2, sort_keys=True)
-            out.flush()
-            if durable:
-                os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 class WatchedJson:
@@ -139,7 +122,7 @@ class Stats:
                 "per_status": self.per_status,
             }
             try:
-                write_json_atomic(self.path, snapshot, durable=False)
+                write_json_atomically(self.path, snapshot, durable=False)
             except OSError as exc:  # the endpoint folder was removed under us: nothing to account to
                 logger.warning("could not write %s: %s", self.path.name, exc)
 

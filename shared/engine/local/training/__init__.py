@@ -15,7 +15,7 @@ and starts this process detached (`launch.launch_command`). The worker then owns
 SIGTERM cancels: between steps a callback stops the trainer; anywhere else (model loading, evaluation) the
 signal handler raises JobCanceled. Either way the job ends `canceled`, with events, exit code 143.
 
-The worker speaks the parameter names of Azure ML's chat_completion_pipeline (shared.finetune) with the same
+The worker speaks the parameter names of Azure ML's chat_completion_pipeline (shared.domain.finetune) with the same
 meanings; what does not apply on this machine (fp16 on a CPU, DeepSpeed without CUDA, checkpoints) is written to
 job.log and metrics.json notes. With several CUDA devices the engine launches it through `accelerate launch`;
 then only rank 0 writes the job folder, events and MLflow.

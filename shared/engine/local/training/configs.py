@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.finetune import FineTuneParameters
+from shared.domain.finetune import FineTuneParameters
 
 EVAL_STRATEGIES = {"epoch": "epoch", "steps": "steps", "disable": "no"}
 

@@ -7,7 +7,7 @@ import queue
 import threading
 from typing import Any
 
-from shared.engine.base import JobStatus
+from shared.domain.jobs import JobStatus
 from shared.engine.local.events import EventDelivery, run_events
 from shared.engine.local.jobfiles import TrainingJob
 

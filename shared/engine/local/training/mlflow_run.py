@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.engine.base import RUN_TAG, JobStatus
+from shared.domain.jobs import JobStatus
+from shared.domain.tags import RUN_TAG
 from shared.engine.local.jobfiles import EvalMetrics, JobFiles, JobMetricsFile, TrainingJob
 
 logger = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.domain.finetune import FineTuneParameters
 from shared.engine.local.jobfiles import JobFiles, TrainingJob
 from shared.engine.local.training.configs import lora_config, sft_config
 from shared.engine.local.training.data import NO_ASSISTANT_TOKENS, has_generation_markers
 from shared.engine.local.training.errors import JobFailure
-from shared.finetune import FineTuneParameters
 
 Log = Callable[[str], None]
 

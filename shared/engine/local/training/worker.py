@@ -16,7 +16,9 @@ import time
 import traceback
 from typing import Any
 
-from shared.engine.base import JobStatus
+from shared.domain.clock import utc_now
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.jobs import JobStatus
 from shared.engine.local.jobfiles import (
     EvalMetrics,
     JobError,
@@ -25,7 +27,6 @@ from shared.engine.local.jobfiles import (
     JobState,
     Progress,
     TrainingJob,
-    utc_now,
 )
 from shared.engine.local.training.callback import make_callback
 from shared.engine.local.training.configs import deepspeed_config
@@ -42,7 +43,6 @@ from shared.engine.local.training.model import (
     save_model,
 )
 from shared.engine.local.training.report import describe_eval, eval_metrics, render_report, write_loss_curve
-from shared.finetune import FineTuneParameters
 
 logger = logging.getLogger(__name__)
 

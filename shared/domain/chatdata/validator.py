@@ -14,18 +14,18 @@ from hashlib import blake2b
 
 import orjson
 
-from shared.chatdata.codes import ErrorCode, WarningCode
-from shared.chatdata.examples import (
+from shared.domain.chatdata.codes import ErrorCode, WarningCode
+from shared.domain.chatdata.examples import (
     CHARS_PER_TOKEN,
     TEMPLATE_TOKENS_PER_MESSAGE,
     ExampleShape,
     check_example,
     valid_example_shape,
 )
-from shared.chatdata.hashing import BackgroundSha256
-from shared.chatdata.lines import LineSplitter, LineTooLong
-from shared.chatdata.report import ReportedProblem, SplitCounts, ValidationReport
-from shared.chatdata.stats import Distribution
+from shared.domain.chatdata.hashing import BackgroundSha256
+from shared.domain.chatdata.lines import LineSplitter, LineTooLong
+from shared.domain.chatdata.report import ReportedProblem, SplitCounts, ValidationReport
+from shared.domain.chatdata.stats import Distribution
 
 MIN_TRAIN_ROWS = 10  # chat_completion_pipeline refuses fewer training samples
 _loads = orjson.loads  # a global, not an attribute lookup, once per line

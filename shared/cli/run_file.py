@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import SecretStr
 
-from shared.azurite import start_azurite
-from shared.chatdata import ValidationReport, validate_chunks
+from shared.adapters.azurite import start_azurite
 from shared.context import AppContext, install_context
+from shared.domain.chatdata import ValidationReport, validate_chunks
+from shared.domain.errors import AutopilotError, InvalidInput
+from shared.domain.finetune import parameters_for
+from shared.domain.jobs import JobStatus
+from shared.domain.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
 from shared.engine import engine_profile
-from shared.engine.base import JobInfo, JobStatus
-from shared.errors import AutopilotError, InvalidInput
-from shared.finetune import parameters_for
-from shared.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
+from shared.engine.base import JobInfo
 from shared.settings import Settings
 from shared.usecases.intake import intake_dataset
 from shared.usecases.lifecycle.jobs import complete_run, record_job_status

@@ -19,11 +19,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from shared.azurite import REPO_ROOT, free_port
+from shared.adapters.azurite import REPO_ROOT, free_port
 from shared.context import get_context
-from shared.engine.base import JobStatus
-from shared.runs import RunState
-from shared.scoring import answer_text, scoring_request
+from shared.domain.jobs import JobStatus
+from shared.domain.runs import RunState
+from shared.domain.scoring import answer_text, scoring_request
 from shared.settings import Settings
 
 SAMPLE = REPO_ROOT / "samples" / "ultrachat_sample.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.chatdata.codes import ErrorCode
+from shared.domain.chatdata.codes import ErrorCode
 
 ALLOWED_MESSAGE_KEYS = frozenset({"role", "content", "name"})
 CHARS_PER_TOKEN = 4

@@ -11,7 +11,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
 
-from shared.chatdata import Split
+from shared.domain.chatdata import Split
 
 IN_MEMORY_BYTES = 8 * 1024 * 1024
 FLUSH_BYTES = 1024 * 1024

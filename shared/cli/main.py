@@ -105,7 +105,7 @@ def _fraction(text: str) -> float:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from shared.chatdata import render_markdown, validate_chunks
+    from shared.domain.chatdata import render_markdown, validate_chunks
     from shared.settings import get_settings
     from shared.usecases.validation import validation_options
 
@@ -161,8 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from shared.errors import AutopilotError
-    from shared.runner import app_context, run_file
+    from shared.cli.run_file import app_context, run_file
+    from shared.domain.errors import AutopilotError
 
     settings = _settings(engine=args.engine, local_base_model=args.base_model, local_events_webhook=None)
     if settings is None:
@@ -198,9 +198,9 @@ def _run(args: argparse.Namespace) -> int:
 def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 with a job; 1 for an invalid dataset, or a base model or compute the service would refuse; 2 for bad
     usage, settings (e.g. BASE_MODEL_ID) or model file."""
+    from shared.cli.run_file import dry_run
+    from shared.domain.errors import AutopilotError
     from shared.engine import engine_profile
-    from shared.errors import AutopilotError
-    from shared.runner import dry_run
 
     if not engine_profile(settings).previews_jobs_offline:
         print("autopilot: --dry-run prints the Azure ML pipeline job: use it with --engine azureml", file=sys.stderr)
@@ -237,8 +237,8 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _endpoints(args: argparse.Namespace) -> int:
+    from shared.domain.errors import AutopilotError
     from shared.engine import build_engine
-    from shared.errors import AutopilotError
 
     settings = _settings()
     if settings is None:
@@ -286,7 +286,7 @@ def _settings(**overrides):
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from shared.cli.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run_demo(tiny=args.tiny)

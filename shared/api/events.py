@@ -11,29 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.engine.base import RUN_TAG, JobStatus
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
+from shared.domain.jobs import JobStatus, from_azure
+from shared.domain.tags import RUN_TAG
 
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 PIPELINE_RUN = "azureml.PipelineRun"
-
-_STATUS_WORDS: dict[str, JobStatus] = {
-    "notstarted": JobStatus.QUEUED,
-    "queued": JobStatus.QUEUED,
-    "preparing": JobStatus.QUEUED,
-    "provisioning": JobStatus.QUEUED,
-    "starting": JobStatus.RUNNING,
-    "running": JobStatus.RUNNING,
-    "finalizing": JobStatus.RUNNING,
-    "cancelrequested": JobStatus.RUNNING,
-    "completed": JobStatus.COMPLETED,
-    "finished": JobStatus.COMPLETED,
-    "failed": JobStatus.FAILED,
-    "canceled": JobStatus.CANCELED,
-    "cancelled": JobStatus.CANCELED,
-}
-
 
 class RunEventData(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -82,7 +66,7 @@ def parse_job_event(
         job_name=parsed.run_id,
         run_type=parsed.run_type,
         app_run_id=str(tag) if tag else None,
-        status=_STATUS_WORDS.get((raw_status or "").replace(" ", "").lower()),
+        status=from_azure(raw_status),
         raw_status=raw_status,
     )
 

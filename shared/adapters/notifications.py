@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from shared.runs import RunRecord
+    from shared.domain.runs import RunRecord
 
 logger = logging.getLogger(__name__)
 

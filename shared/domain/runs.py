@@ -14,8 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import InvalidTransition
-from shared.finetune import FineTuneParameters
+from shared.domain.errors import InvalidTransition
+from shared.domain.finetune import FineTuneParameters
 
 RUN_ID_PATTERN = re.compile(r"^ft-[0-9a-f]{12}$")
 

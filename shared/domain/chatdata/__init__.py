@@ -1,8 +1,8 @@
 """Pure, streaming validation of chat-completion JSONL datasets: checks, stats, split, hashing."""
 
-from shared.chatdata.codes import ErrorCode, WarningCode
-from shared.chatdata.report import ReportedProblem, ValidationReport, combine_train_test, render_markdown
-from shared.chatdata.validator import (
+from shared.domain.chatdata.codes import ErrorCode, WarningCode
+from shared.domain.chatdata.report import ReportedProblem, ValidationReport, combine_train_test, render_markdown
+from shared.domain.chatdata.validator import (
     MIN_TRAIN_ROWS,
     DatasetValidator,
     Split,

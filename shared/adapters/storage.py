@@ -17,7 +17,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from shared.errors import AutopilotError, NotFound, StorageUnavailable
+from shared.domain.errors import AutopilotError, NotFound, StorageUnavailable
 from shared.settings import STORAGE_CONNECTION_SETTING, Settings
 
 logger = logging.getLogger(__name__)

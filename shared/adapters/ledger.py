@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 
 import orjson
 
-from shared.errors import ConcurrentUpdate, RunNotFound
-from shared.runs import RunRecord, RunState
-from shared.storage import BlobNotFound, BlobStore, ETagMismatch
+from shared.adapters.storage import BlobNotFound, BlobStore, ETagMismatch
+from shared.domain.errors import ConcurrentUpdate, RunNotFound
+from shared.domain.runs import RunRecord, RunState
 
 logger = logging.getLogger(__name__)
 

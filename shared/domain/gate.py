@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runs import GateResult, RunMetrics
+from shared.domain.runs import GateResult, RunMetrics
 
 
 @dataclass(frozen=True)
