@@ -39,6 +39,8 @@ demo: deps
 
 test: deps
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(DEPS_STAMP)
