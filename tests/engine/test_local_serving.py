@@ -27,15 +27,15 @@ from shared.domain.errors import EngineError
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef
 from shared.engine.local.base_models import build_tiny_model
-from shared.engine.local.endpoints import (
+from shared.engine.local.endpoint_errors import (
     DeploymentFailed,
     DeploymentNotFound,
     EndpointNotFound,
     InvalidName,
     InvalidTraffic,
-    LocalEndpoints,
     ScoringRejected,
 )
+from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.serving.protocol import generate_kwargs, normalize_parameters
 
 MODEL = ModelRef(name="tiny-chat", version="1")
