@@ -19,6 +19,7 @@ from shared.adapters.storage import BlobStore
 from shared.domain.clock import utc_now
 from shared.domain.errors import EngineError
 from shared.domain.jobs import JobStatus
+from shared.domain.tags import CHALLENGER
 from shared.engine.base import (
     DeploymentInfo,
     EndpointInfo,
@@ -33,7 +34,7 @@ from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.events import EventCallback, EventDelivery, run_events
 from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob
 from shared.engine.local.processes import is_alive, start_process, stop_process
-from shared.engine.local.registry import CHALLENGER, LocalRegistry
+from shared.engine.local.registry import LocalRegistry
 from shared.engine.local.training.launch import WORKER_MODULE, launch_command
 from shared.engine.profile import LOCAL_WORKSPACE_TOPIC
 
@@ -257,8 +258,9 @@ class LocalEngine:
         files.write_state(finished)
         job = files.read_job()
         delivery = EventDelivery(job.webhook_url)
-        for event in run_events(job_name=job.name, status=status, tags=job.tags, experiment_name=job.experiment_name,
-                                topic=job.event_topic):
+        for event in run_events(
+            job_name=job.name, status=status, tags=job.tags, experiment_name=job.experiment_name, topic=job.event_topic
+        ):
             delivery.deliver(event)
         return finished
 
@@ -295,8 +297,13 @@ class _StatusWatcher:
                 state = files.read_state()
                 if state is not None and state.status != seen:
                     job = files.read_job()
-                    for event in run_events(job_name=job.name, status=state.status, tags=job.tags,
-                                            experiment_name=job.experiment_name, topic=job.event_topic):
+                    for event in run_events(
+                        job_name=job.name,
+                        status=state.status,
+                        tags=job.tags,
+                        experiment_name=job.experiment_name,
+                        topic=job.event_topic,
+                    ):
                         self._delivery.deliver(event)
                     with self._lock:
                         if state.status.is_terminal:
