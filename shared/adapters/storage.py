@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypedDict
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -41,6 +41,20 @@ class ETagMismatch(AutopilotError):
     http_status = 412
 
 
+class _ClientOptions(TypedDict):
+    max_single_get_size: int
+    max_chunk_get_size: int
+    retry_policy: ExponentialRetry
+    connection_timeout: int
+
+
+class _Unmodified(TypedDict, total=False):
+    """The keywords of a read or write that must find the blob at this ETag; empty: unconditional."""
+
+    etag: str
+    match_condition: MatchConditions
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     container: str
@@ -55,7 +69,7 @@ class BlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
-        options = {
+        options: _ClientOptions = {
             "max_single_get_size": CHUNK_BYTES,
             "max_chunk_get_size": CHUNK_BYTES,
             # The SDK's default backoff (15 s, then 18, 24) outlasts an HTTP request; the platform retries anyway.
@@ -92,7 +106,7 @@ class BlobStore:
 
     def iter_chunks(self, container: str, name: str, *, etag: str | None = None) -> Iterator[bytes]:
         """Stream the blob in chunks of about 4 MiB; with `etag`, fail rather than read a newer version."""
-        conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        conditions: _Unmodified = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         with _mapped_errors(f"{container}/{name}"):
             downloader = self._service.get_blob_client(container, name).download_blob(**conditions)
             yield from downloader.chunks()
@@ -114,12 +128,12 @@ class BlobStore:
         if_absent: bool = False,
     ) -> str:
         """Upload and return the new ETag. `if_match` / `if_absent` make the write conditional (ETagMismatch)."""
-        conditions: dict[str, object] = {"overwrite": not if_absent}
+        conditions: _Unmodified = {}
         if if_match is not None:
-            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+            conditions = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
         with _mapped_errors(f"{container}/{name}"):
             result = self._service.get_blob_client(container, name).upload_blob(
-                data, content_settings=ContentSettings(content_type=content_type), **conditions
+                data, content_settings=ContentSettings(content_type=content_type), overwrite=not if_absent, **conditions
             )
         return result["etag"]
 

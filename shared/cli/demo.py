@@ -87,7 +87,8 @@ def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
     service = BlobServiceClient.from_connection_string(host.connection_string)
     service.get_blob_client(settings.datasets_container, name).upload_blob(SAMPLE.read_bytes(), overwrite=True)
 
-    run_id, seen, last_bar, last_step = None, [], 0.0, -1
+    seen: list[dict[str, Any]] = []
+    run_id, last_bar, last_step = None, 0.0, -1
     while True:
         runs = api.get("/api/runs")["runs"]
         run = next((r for r in runs if any(s.endswith(name) for s in r["sources"])), None)
@@ -122,7 +123,11 @@ def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
         )
         print(f"    review: {artifacts['training_report']}, loss curve {artifacts['loss_curve']}")
         print(f"    gate: {'; '.join(run['gate']['reasons'])}")
-        print(f"    training log and PNG curve: {get_context().engine.job_folder(run['job_name'])}")
+        from shared.engine.local.engine import LocalEngine
+
+        engine = get_context().engine
+        assert isinstance(engine, LocalEngine)  # the demo configures engine="local"
+        print(f"    training log and PNG curve: {engine.job_folder(run['job_name'])}")
     elif state == RunState.DEPLOYED and run.get("smoke_test"):
         print(f"    smoke test: {run['smoke_test']['seconds']:.1f} s, answer {run['smoke_test']['answer'][:80]!r}")
         print(f"    scoring URI {run['endpoint']['scoring_uri']} (deployment {run['endpoint']['deployment']})")

@@ -204,11 +204,12 @@ def read_model_file(path: Path, registry: str) -> FoundationModel:
 
 
 def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:
-    engine, run_id = ctx.engine, record.run_id
+    engine, run_id, job_name = ctx.engine, record.run_id, record.job_name
+    assert job_name is not None  # set on the transition to submitted
     last_status: JobStatus | None = None
     try:
         while True:
-            job = engine.get_job(record.job_name)
+            job = engine.get_job(job_name)
             if job.status != last_status:
                 say.end_bar()
                 say.line(f"job {job.name}: {job.status}")
@@ -224,8 +225,8 @@ def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         say.end_bar()
-        say.line(f"interrupted: canceling job {record.job_name}")
-        engine.cancel_job(record.job_name)
+        say.line(f"interrupted: canceling job {job_name}")
+        engine.cancel_job(job_name)
         record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled from the command line")
         raise
 
@@ -260,4 +261,3 @@ class _Reporter:
         if self._bar_open:
             print(file=self._out, flush=True)
             self._bar_open = False
-

@@ -55,7 +55,9 @@ class AdminApi:
                 self._deliver_blob(function, watch.container, supplied)
             elif function.trigger_type == "eventGridTrigger":
                 event = json.loads(supplied) if isinstance(supplied, str) else supplied
-                problem = event_problem(event) if isinstance(event, dict) else "input is one event object"
+                if not isinstance(event, dict):
+                    return Reply.error(400, "invalid_input", "input is one event object")
+                problem = event_problem(event)
                 if problem:
                     return Reply.error(400, "invalid_input", problem)
                 invoke_event(function, event)

@@ -71,6 +71,7 @@ def hosted_functions(app: func.FunctionApp, settings: Settings) -> dict[str, Hos
         bindings = tuple(json.loads(function.get_function_json())["bindings"])
         trigger = next((b for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
         name = function.get_function_name()
+        assert name is not None  # typed Optional, but the library falls back to the Python function's name
         if trigger is None:
             logger.warning("function %s has no trigger; the dev host skips it", name)
             continue

@@ -80,9 +80,7 @@ def _target(environ: WSGIEnvironment) -> str:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    @property
-    def server_version(self) -> str:
-        return "ft-autopilot-devhost"
+    server_version = "ft-autopilot-devhost"  # a class attribute: it shadows werkzeug's property the same way
 
     def log(self, type: str, message: str, *args: Any) -> None:
         # The request line may carry ?code=<key>: log the path only, and only at DEBUG.

@@ -22,6 +22,7 @@ class BuiltEngine(NamedTuple):
 
 def engine_profile(settings: Settings) -> EngineProfile:
     """What the configured engine implies, without building it (intake of an invalid dataset needs no engine)."""
+    topic: str | None
     if settings.engine == "local":
         evaluates, topic, scope = True, LOCAL_WORKSPACE_TOPIC, ""
         base_model, presets = settings.local_base_model, LOCAL_PRESETS.get(settings.local_base_model, {})

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from pydantic import ValidationError
 
+from shared.adapters.ledger import RecordChange
 from shared.adapters.spool import SplitSpool
 from shared.api.http import CreateRunRequest
 from shared.context import AppContext
@@ -44,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 
 DATASET_SUFFIX = ".jsonl"
-
-
 
 
 def is_dataset_blob(settings: Settings, name: str) -> bool:
@@ -122,6 +121,7 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
         raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
     container = ctx.settings.datasets_container
     if request.dataset is None:
+        assert request.train is not None and request.test is not None  # CreateRunRequest: dataset, or both
         outcome = intake_train_test(
             ctx, container, request.train, request.test, parameters=parameters, force=request.force
         )
@@ -129,6 +129,7 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
         raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
     else:
         outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
+    assert outcome.run_id is not None  # only an ignored upload has none, and both names were checked above
     return outcome, ctx.ledger.get(outcome.run_id)
 
 
@@ -177,7 +178,7 @@ def _take_in(
         extra={"run_id": run_id},
     )
     for source in sources:
-        record = ctx.ledger.update(run_id, lambda r, source=source: add_source(r, source, ctx.now()))
+        record = ctx.ledger.update(run_id, _adding_source(ctx, source))
     if not created and record.state not in (RunState.RECEIVED, RunState.VALIDATING):
         if receipt_key:
             ctx.ledger.add_receipt(receipt_key, run_id)
@@ -191,6 +192,11 @@ def _take_in(
     if receipt_key:
         ctx.ledger.add_receipt(receipt_key, run_id)
     return outcome
+
+
+def _adding_source(ctx: AppContext, source: str) -> RecordChange:
+    """The ledger change that adds one source to the run (now: when it is applied)."""
+    return lambda record: add_source(record, source, ctx.now())
 
 
 def _prepare_and_submit(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import final
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+@final  # so that `type(line) is not LineTooLong` narrows a line to bytes
 @dataclass(frozen=True, slots=True)
 class LineTooLong:
     """Stands in for a line longer than the limit, whose bytes were never buffered."""
@@ -45,14 +47,15 @@ class LineSplitter:
         append = lines.append
         find = chunk.find
         start = 0
+        if self._pending_len and (end := find(b"\n")) >= 0:  # the first newline ends the line held so far
+            append(self._take_pending(chunk[:end]))
+            start = end + 1
         while (end := find(b"\n", start)) >= 0:
             append(chunk[start:end])
             start = end + 1
         tail = chunk[start:]
         if chunk:
             self._bom_alone = False
-        if lines and self._pending_len:
-            lines[0] = self._take_pending(lines[0])
         self._hold(tail)
         return lines
 

@@ -23,7 +23,8 @@ class Distribution:
         position = (self.count - 1) * q / 100
         lower_rank = math.floor(position)
         fraction = position - lower_rank
-        lower = upper = None
+        lower: int | None = None
+        upper: int | None = None
         seen = 0
         for value in sorted(self._counts):
             seen += self._counts[value]
@@ -32,6 +33,7 @@ class Distribution:
             if seen > lower_rank + 1 or (fraction == 0 and lower is not None):
                 upper = value
                 break
+        assert lower is not None  # lower_rank < count, and the counts add up to count
         if upper is None:
             upper = lower
         return lower + (upper - lower) * fraction

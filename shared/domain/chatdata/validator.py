@@ -164,6 +164,7 @@ class DatasetValidator:
                         self._line_invalid(line_no, [(p.code, p.message) for p in problems])
                         emit = None if strict else emit
                         continue
+                    assert shape is not None  # check_example gives the shape of a row without problems
                 keep_shape(shape)
                 tokens = shape[3]
                 if tokens > max_seq_length:

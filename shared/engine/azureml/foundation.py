@@ -98,12 +98,12 @@ def parse_base_model_id(value: str, default_registry: str) -> BaseModelRef:
 
 
 def check_compute_size(size: str, allow_list: Iterable[str] | None, *, purpose: str = "fine-tuning") -> None:
-    allowed = None if allow_list is None else {s.lower() for s in allow_list}
-    if allowed is not None and size.lower() not in allowed:
-        raise ComputeNotUsable(
-            f"VM size {size} is not allowed for {purpose} this model; use one of {', '.join(sorted(allow_list))}"
-        )
-    if allowed is None and size.lower() in UNSUPPORTED_GPU_SIZES:
+    if allow_list is not None:
+        if size.lower() not in {s.lower() for s in allow_list}:
+            raise ComputeNotUsable(
+                f"VM size {size} is not allowed for {purpose} this model; use one of {', '.join(sorted(allow_list))}"
+            )
+    elif size.lower() in UNSUPPORTED_GPU_SIZES:
         raise ComputeNotUsable(f"VM size {size} (K80 GPUs) is not supported for {purpose}")
 
 

@@ -264,7 +264,7 @@ def _body_of(pipeline_response: Any, resource_id: str) -> Any:
     """The JSON body of the azure-core PipelineResponse the hook saw."""
     response = getattr(pipeline_response, "http_response", None)
     status = getattr(response, "status_code", None)
-    if status != 200:
+    if response is None or status != 200:
         _not_understood(resource_id, f"HTTP status {status}")
     try:
         return json.loads(response.text())
@@ -288,7 +288,8 @@ class LazyMetricsClient:
     """Azure Monitor's MetricsClient for the workspace's region, made on first use (it needs the location)."""
 
     def __init__(self, workspace: Any, credential: Any) -> None:
-        self._workspace, self._credential, self._client = workspace, credential, None
+        self._workspace, self._credential = workspace, credential
+        self._client: MetricsQuery | None = None
 
     def query_resources(self, **query: Any) -> list[Any]:
         if self._client is None:

@@ -176,7 +176,7 @@ def build_pipeline_job(component: Any, spec: PipelineJobSpec) -> Any:
             transient=False,
         )
 
-    @pipeline(name=spec.display_name)
+    @pipeline(None, name=spec.display_name)  # func=None spelled out: the library's overload gives it no default
     def chat_completion_finetuning() -> dict[str, Any]:
         node = component(
             mlflow_model_path=Input(type="mlflow_model", path=spec.model_id),
@@ -192,8 +192,10 @@ def build_pipeline_job(component: Any, spec: PipelineJobSpec) -> Any:
     job.display_name = spec.display_name
     job.experiment_name = spec.experiment_name
     job.tags = dict(spec.tags)
-    job.settings.force_rerun = True  # never reuse a cached step of another run
-    job.settings.continue_on_step_failure = False
+    settings = job.settings
+    assert settings is not None  # typed Optional, but the library's getter creates them when unset
+    settings.force_rerun = True  # never reuse a cached step of another run
+    settings.continue_on_step_failure = False
     return job
 
 

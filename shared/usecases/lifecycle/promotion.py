@@ -1,5 +1,4 @@
-"""After training: review the job's metrics, gate on quality, and register the model.
-"""
+"""After training: review the job's metrics, gate on quality, and register the model."""
 
 from __future__ import annotations
 
@@ -20,9 +19,11 @@ from shared.usecases.lifecycle.steps import attempt, model_name_for
 
 logger = logging.getLogger(__name__)
 
+
 def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
-    engine, run_id = ctx.engine, record.run_id
-    job_metrics = attempt(ctx, record, "review", "job_metrics", lambda: engine.job_metrics(record.job_name))
+    engine, run_id, job_name = ctx.engine, record.run_id, record.job_name
+    assert job_name is not None  # set on the transition to submitted
+    job_metrics = attempt(ctx, record, "review", "job_metrics", lambda: engine.job_metrics(job_name))
     metrics = RunMetrics(
         train_loss=job_metrics.train_loss,
         eval_loss=job_metrics.eval_loss,
@@ -73,7 +74,7 @@ def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         "eval_loss": f"{metrics.eval_loss:.6f}",
     }
     model = attempt(
-        ctx, record, "register", "register_model", lambda: engine.register_model(record.job_name, model_name, tags)
+        ctx, record, "register", "register_model", lambda: engine.register_model(job_name, model_name, tags)
     )
     return ctx.ledger.transition(
         run_id,

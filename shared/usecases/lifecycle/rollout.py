@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from functools import partial
 
 import orjson
 
@@ -40,22 +41,23 @@ SCORING_TIMEOUT = "scoring_timeout"  # the EngineError code of an invoke that go
 
 
 def deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
-    engine, run_id = ctx.engine, record.run_id
-    endpoint_name = endpoint_name_for(record.model.name, ctx.profile.endpoint_scope)
+    engine, run_id, registered = ctx.engine, record.run_id, record.model
+    assert registered is not None  # set on the transition to registered
+    endpoint_name = endpoint_name_for(registered.name, ctx.profile.endpoint_scope)
     deployment = deployment_name_for(run_id)
     endpoint = attempt(
         ctx,
         record,
         "deploy",
         "create_endpoint",
-        lambda: engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": record.model.name}),
+        lambda: engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": registered.name}),
     )
     serving = [
         name
         for name, weight in sorted(endpoint.traffic.items(), key=lambda kv: -kv[1])
         if weight > 0 and name != deployment
     ]
-    model = ModelRef(name=record.model.name, version=record.model.version)
+    model = ModelRef(name=registered.name, version=registered.version)
     attempt(
         ctx, record, "deploy", "create_deployment", lambda: engine.create_deployment(endpoint_name, deployment, model)
     )
@@ -78,7 +80,8 @@ def deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
 
 
 def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
-    engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    engine, run_id, ref, registered = ctx.engine, record.run_id, record.endpoint, record.model
+    assert ref is not None and registered is not None  # both set on the transition to deploying, or before it
     deployment = attempt(
         ctx, record, "deploy", "get_deployment", lambda: engine.get_deployment(ref.name, ref.deployment)
     )
@@ -120,14 +123,14 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
                 record,
                 "retire",
                 f"delete_deployment {name}",
-                lambda name=name: engine.delete_deployment(ref.name, name),
+                partial(engine.delete_deployment, ref.name, name),
             )
     attempt(
         ctx,
         record,
         "promote",
         "set_model_alias",
-        lambda: engine.set_model_alias(ModelRef(name=record.model.name, version=record.model.version), CHAMPION),
+        lambda: engine.set_model_alias(ModelRef(name=registered.name, version=registered.version), CHAMPION),
     )
     return ctx.ledger.transition(
         run_id,
@@ -147,6 +150,7 @@ def _roll_back_failed_deployment(
 ) -> RunRecord:
     """A deployment that did not come up: keep the end of its logs on the run, then roll back."""
     engine, run_id, ref = ctx.engine, record.run_id, record.endpoint
+    assert ref is not None  # set on the transition to deploying
     try:
         logs = engine.deployment_logs(ref.name, ref.deployment, DEPLOYMENT_LOG_LINES)
     except AutopilotError as exc:
@@ -154,14 +158,13 @@ def _roll_back_failed_deployment(
     logger.warning("run %s: deployment %s is %s; rolling back", run_id, ref.deployment, state, extra={"run_id": run_id})
     tail = redact_secrets(logs[-DEPLOYMENT_LOG_CHARS:])
     message = f"deployment {ref.deployment} is {state}. Its log ends with:\n{tail}"
-    return _roll_back(
-        ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code=code, message=message)
-    )
+    return _roll_back(ctx, record, f"deployment {ref.deployment} {state.lower()}", RunError(code=code, message=message))
 
 
 def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError, **changes: object) -> RunRecord:
     """Delete the new deployment and end the run rolled_back; the traffic stays where it was."""
     ref = record.endpoint
+    assert ref is not None  # set on the transition to deploying
     attempt(
         ctx, record, "rollback", "delete_deployment", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment)
     )
@@ -174,16 +177,20 @@ def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError,
 
 def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
     """The seed's request (a held-out conversation), pinned to the new deployment: a non-empty answer in time."""
-    container, _, name = record.artifacts.test.partition("/")
+    artifacts, ref = record.artifacts, record.endpoint
+    # the prepared splits are written before a run is submitted; the endpoint is set on the transition to deploying
+    assert artifacts.test is not None and ref is not None
+    container, _, name = artifacts.test.partition("/")
     first_line = next(iter(dataset_lines(ctx, container, name)), None)
     if first_line is None:
-        container, _, name = record.artifacts.train.partition("/")
+        assert artifacts.train is not None  # written with the test split
+        container, _, name = artifacts.train.partition("/")
         first_line = next(iter(dataset_lines(ctx, container, name)))
     request = scoring_request(smoke_test_conversation(orjson.loads(first_line)))
     timeout_s = ctx.settings.smoke_test_timeout_s
     started = time.monotonic()
     try:
-        response = ctx.engine.invoke(record.endpoint.name, request, record.endpoint.deployment, timeout_s=timeout_s)
+        response = ctx.engine.invoke(ref.name, request, ref.deployment, timeout_s=timeout_s)
     except AutopilotError as exc:
         error = f"no answer within {timeout_s:g} s" if exc.code == SCORING_TIMEOUT else f"{exc.code}: {exc.message}"
         return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=error)
@@ -214,9 +221,11 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
     if not candidates:
         raise NotFound(f"no torn-down endpoint named {endpoint_name}", code="endpoint_not_found")
     record = max(candidates, key=lambda r: r.updated_at)
+    registered = record.model
+    assert registered is not None  # set on the transition to registered, long before a teardown
     if record.state == RunState.TORN_DOWN:
-        champion = ctx.engine.get_model(record.model.name, alias=CHAMPION)
-        model = champion or ModelRef(name=record.model.name, version=record.model.version)
+        champion = ctx.engine.get_model(registered.name, alias=CHAMPION)
+        model = champion or ModelRef(name=registered.name, version=registered.version)
         ref = EndpointRef(name=endpoint_name, deployment=deployment_name_for(record.run_id))
         record = ctx.ledger.transition(
             record.run_id,
@@ -229,7 +238,11 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
                 model=ModelVersion(name=model.name, version=model.version),
             ),
         )
-    model = ModelRef(name=record.model.name, version=record.model.version)
+        registered = record.model
+        assert registered is not None  # the transition above set it
+    model = ModelRef(name=registered.name, version=registered.version)
+    deploying = record.endpoint
+    assert deploying is not None  # a candidate has an endpoint; the move to deploying above set a new one
     endpoint = attempt(
         ctx,
         record,
@@ -242,14 +255,14 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
         record,
         "restore",
         "create_deployment",
-        lambda: ctx.engine.create_deployment(endpoint_name, record.endpoint.deployment, model),
+        lambda: ctx.engine.create_deployment(endpoint_name, deploying.deployment, model),
     )
-    ctx.ledger.update(
-        record.run_id,
-        lambda r: (
-            r.model_copy(update={"endpoint": r.endpoint.model_copy(update={"scoring_uri": endpoint.scoring_uri})})
-            if r.state == RunState.DEPLOYING
-            else None
-        ),
-    )
+
+    def with_scoring_uri(r: RunRecord) -> RunRecord | None:
+        if r.state != RunState.DEPLOYING:
+            return None
+        assert r.endpoint is not None  # set on the transition to deploying
+        return r.model_copy(update={"endpoint": r.endpoint.model_copy(update={"scoring_uri": endpoint.scoring_uri})})
+
+    ctx.ledger.update(record.run_id, with_scoring_uri)
     return smoke_test_and_shift(ctx, ctx.ledger.get(record.run_id))

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
 from shared.engine.local.serving.protocol import (
@@ -47,6 +47,16 @@ EXIT_LOAD_FAILED = 1
 EXIT_PORT_IN_USE = 3
 
 logger = logging.getLogger(MODULE)
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from transformers import BatchEncoding
+
+
+class OutputDetail(TypedDict):
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class ChatModel:
@@ -88,16 +98,20 @@ class ChatModel:
             kwargs["pad_token_id"] = self.pad_id
         prompts = [self._encode(conversation, kwargs["max_new_tokens"]) for conversation in request.conversations]
         stop = request.parameters.get("stop")
-        outputs, details = [], []
+        outputs: list[str] = []
+        details: list[OutputDetail] = []
         started = time.monotonic()
         with self._lock, self._torch.inference_mode():
             if "seed" in request.parameters:
                 self._torch.manual_seed(request.parameters["seed"])
             for encoded in prompts:
                 prompt_tokens = int(encoded["input_ids"].shape[1])
-                generated = self.model.generate(**encoded, **kwargs)[0, prompt_tokens:].tolist()
+                # the ignore: transformers types generate's self as a Protocol that mypy finds PreTrainedModel misses
+                generated = self.model.generate(**encoded, **kwargs)[0, prompt_tokens:].tolist()  # type: ignore[misc]
                 ended = bool(generated) and generated[-1] in self.eos_ids
-                text, stopped = truncate_at_stop(self.tokenizer.decode(generated, skip_special_tokens=True), stop)
+                # one sequence decodes to one str: the library types decode str | list[str], with no overloads
+                decoded = cast(str, self.tokenizer.decode(generated, skip_special_tokens=True))
+                text, stopped = truncate_at_stop(decoded, stop)
                 finish = "stop" if ended or stopped or len(generated) < kwargs["max_new_tokens"] else "length"
                 outputs.append(text)
                 details.append(
@@ -113,10 +127,15 @@ class ChatModel:
         }
         return {"outputs": outputs, "details": details, "usage": usage}
 
-    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> Any:
+    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> BatchEncoding[Tensor]:
         try:
-            encoded = self.tokenizer.apply_chat_template(
-                conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            # return_dict with return_tensors="pt" gives a BatchEncoding of tensors; the library types every
+            # combination's result as one union
+            encoded = cast(
+                "BatchEncoding[Tensor]",
+                self.tokenizer.apply_chat_template(
+                    conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+                ),
             )
         except Exception as exc:  # the template may reject a conversation (e.g. roles out of order)
             raise RequestError(

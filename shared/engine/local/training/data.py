@@ -19,7 +19,7 @@ NO_ASSISTANT_TOKENS = (
 
 
 def has_generation_markers(chat_template: str | None) -> bool:
-    return bool(chat_template) and GENERATION_MARKER.search(chat_template) is not None
+    return chat_template is not None and GENERATION_MARKER.search(chat_template) is not None
 
 
 def read_conversations(path: Path) -> list[dict[str, Any]]:

@@ -103,15 +103,19 @@ def build_trainer(
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the callback logs them
-    kept = len(trainer.train_dataset)
-    if kept == 0 or not any(label != -100 for row in trainer.train_dataset["labels"] for label in row):
+    # Given datasets.Dataset objects (untyped here), SFTTrainer keeps them, prepared, as datasets.Dataset objects;
+    # it declares the attributes with torch's datasets too.
+    train_dataset: Dataset = trainer.train_dataset
+    eval_dataset: Dataset | None = trainer.eval_dataset  # None: not evaluating
+    kept = len(train_dataset)
+    if kept == 0 or not any(label != -100 for row in train_dataset["labels"] for label in row):
         raise JobFailure("no_assistant_tokens", NO_ASSISTANT_TOKENS)
     if kept < len(train_rows):
         note(
             f"{len(train_rows) - kept} of {len(train_rows)} training rows have no assistant tokens within "
             f"max_seq_length={params.max_seq_length} and were left out"
         )
-    if evaluate and len(trainer.eval_dataset) == 0:
+    if eval_dataset is not None and len(eval_dataset) == 0:
         from transformers.trainer_utils import IntervalStrategy
 
         note(f"no test row has assistant tokens within max_seq_length={params.max_seq_length}: evaluation skipped")

@@ -72,10 +72,11 @@ def render_report(job: TrainingJob, metrics: JobMetricsFile, steps: int) -> str:
         "",
         "| test split | base model | fine-tuned |",
         "|---|---|---|",
-        f"| eval loss | {cell(base and base.eval_loss)} | {cell(final and final.eval_loss)} |",
-        f"| perplexity | {cell(base and base.perplexity, 2)} | {cell(final and final.perplexity, 2)} |",
-        f"| mean token accuracy | {cell(base and base.mean_token_accuracy)} | "
-        f"{cell(final and final.mean_token_accuracy)} |",
+        f"| eval loss | {cell(base.eval_loss if base else None)} | {cell(final.eval_loss if final else None)} |",
+        f"| perplexity | {cell(base.perplexity if base else None, 2)} | "
+        f"{cell(final.perplexity if final else None, 2)} |",
+        f"| mean token accuracy | {cell(base.mean_token_accuracy if base else None)} | "
+        f"{cell(final.mean_token_accuracy if final else None)} |",
         "",
         "![loss curve](loss_curve.png)",
         "",
