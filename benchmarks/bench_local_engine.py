@@ -822,7 +822,7 @@ def render(args, trained: list[TrainResult], served: list[ServeResult], run_load
         "time of the optimizer steps only (evaluations in between excluded). The job wall time runs from "
         "`submit_job` to the terminal status and includes worker start-up, base-model load (and conversion when "
         "not cached), base and final evaluation on the 40 test rows, merging, saving and logging the model to MLflow.",
-        '- Presets: `parameters_for(LOCAL_PRESETS[model])`; tiny: full fine-tuning, '
+        "- Presets: `parameters_for(LOCAL_PRESETS[model])`; tiny: full fine-tuning, "
         f"{_preset(TINY)}; SmolLM2: LoRA, {_preset(SMOLLM2)}, bounded with max_steps={args.smollm2_steps} "
         f"({args.smollm2_steps} steps x batch 8 = {args.smollm2_steps * 8} conversations).",
         "- Worker peak RSS: the worker is a child of this process; its `ru_maxrss` from wait4 (VmHWM sampled every "

@@ -11,6 +11,7 @@ A copy of the workplace's ../shared/bench/make_chat_jsonl.py (same words, same o
     python make_chat_jsonl.py --rows 207865 --out train_sft.jsonl      # about 700 MB, the full split's row count
     python make_chat_jsonl.py --mb 500 --out big.jsonl                 # stop at about 500 MB
 """
+
 import argparse
 import hashlib
 import json

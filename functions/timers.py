@@ -18,5 +18,9 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%IDLE_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep_idle_endpoints(timer: func.TimerRequest) -> None:
     outcome = sweep(get_context())
-    logger.info("sweep_idle_endpoints%s: reconciled %s; torn down %s", " (past due)" if timer.past_due else "",
-                outcome.reconciled or "nothing", outcome.torn_down or "nothing")
+    logger.info(
+        "sweep_idle_endpoints%s: reconciled %s; torn down %s",
+        " (past due)" if timer.past_due else "",
+        outcome.reconciled or "nothing",
+        outcome.torn_down or "nothing",
+    )

@@ -19,12 +19,24 @@ HERE = Path(__file__).resolve().parent
 DEVICES = ["printer", "router", "laptop", "headset", "smart speaker", "tablet", "monitor", "keyboard"]
 BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne"]
 ASKS = ["What should I do?", "Can you help?", "Any idea how to fix it?", "How do I sort this out?"]
-CAPITAL_ASKS = ["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}.",
-                "Tell me the capital city of {c}."]
+CAPITAL_ASKS = [
+    "What is the capital of {c}?",
+    "Which city is the capital of {c}?",
+    "Name the capital of {c}.",
+    "Tell me the capital city of {c}.",
+]
 SYMPTOMS = ["won't turn on", "keeps disconnecting", "is very slow", "makes a buzzing noise", "won't charge"]
 CAPITALS = {
-    "France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Canada": "Ottawa", "Peru": "Lima",
-    "Norway": "Oslo", "Egypt": "Cairo", "Chile": "Santiago", "Poland": "Warsaw", "Vietnam": "Hanoi",
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Kenya": "Nairobi",
+    "Canada": "Ottawa",
+    "Peru": "Lima",
+    "Norway": "Oslo",
+    "Egypt": "Cairo",
+    "Chile": "Santiago",
+    "Poland": "Warsaw",
+    "Vietnam": "Hanoi",
 }
 CONVERSIONS = [("kilometres", "miles", 0.621), ("kilograms", "pounds", 2.205), ("litres", "gallons", 0.264)]
 
@@ -38,26 +50,34 @@ def support(rng: random.Random) -> list[dict[str, str]]:
         f"3. Install the latest update for the {device}.\n"
         "If it still happens, contact support with the model number."
     )
-    messages = [{"role": "user", "content": f"My {brand} {device} {symptom}. {rng.choice(ASKS)}"},
-                {"role": "assistant", "content": answer}]
+    messages = [
+        {"role": "user", "content": f"My {brand} {device} {symptom}. {rng.choice(ASKS)}"},
+        {"role": "assistant", "content": answer},
+    ]
     if rng.random() < 0.3:
-        messages += [{"role": "user", "content": "Thanks! How long does the update take?"},
-                     {"role": "assistant", "content": f"Usually five to ten minutes. Keep the {device} plugged in."}]
+        messages += [
+            {"role": "user", "content": "Thanks! How long does the update take?"},
+            {"role": "assistant", "content": f"Usually five to ten minutes. Keep the {device} plugged in."},
+        ]
     return messages
 
 
 def capital(rng: random.Random) -> list[dict[str, str]]:
     country = rng.choice(sorted(CAPITALS))
-    return [{"role": "user", "content": rng.choice(CAPITAL_ASKS).format(c=country)},
-            {"role": "assistant", "content": f"The capital of {country} is {CAPITALS[country]}."}]
+    return [
+        {"role": "user", "content": rng.choice(CAPITAL_ASKS).format(c=country)},
+        {"role": "assistant", "content": f"The capital of {country} is {CAPITALS[country]}."},
+    ]
 
 
 def conversion(rng: random.Random) -> list[dict[str, str]]:
     source, target, factor = rng.choice(CONVERSIONS)
     amount = rng.randint(2, 90)
-    return [{"role": "system", "content": "You are a precise assistant. Answer in one sentence."},
-            {"role": "user", "content": f"How many {target} is {amount} {source}?"},
-            {"role": "assistant", "content": f"{amount} {source} is about {amount * factor:.1f} {target}."}]
+    return [
+        {"role": "system", "content": "You are a precise assistant. Answer in one sentence."},
+        {"role": "user", "content": f"How many {target} is {amount} {source}?"},
+        {"role": "assistant", "content": f"{amount} {source} is about {amount * factor:.1f} {target}."},
+    ]
 
 
 def row(messages: list[dict[str, str]]) -> dict:

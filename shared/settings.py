@@ -28,9 +28,7 @@ class Settings(BaseSettings):
     # Engine
     engine: Literal["local", "azureml"] = Field("local", alias="AUTOPILOT_ENGINE")
     local_base_model: str = Field("smollm2-135m-instruct", alias="LOCAL_BASE_MODEL")
-    base_model_id: str = Field(
-        "azureml://registries/azureml/models/Phi-4/versions/8", alias="BASE_MODEL_ID"
-    )
+    base_model_id: str = Field("azureml://registries/azureml/models/Phi-4/versions/8", alias="BASE_MODEL_ID")
     local_state_dir: Path = Field(Path(".state"), alias="LOCAL_STATE_DIR")
     # Where the local engine POSTs its Azure ML-shaped job events: the Functions Event Grid webhook of on_job_event
     # (Core Tools or `autopilot serve`; the dev host adds its function key). Empty: no webhook.

@@ -31,7 +31,18 @@ def names() -> set[str]:
     return set(_indexed())
 
 
-def http_request(method: str, route: str, *, body: bytes = b"", params: dict[str, str] | None = None,
-                 route_params: dict[str, str] | None = None) -> func.HttpRequest:
-    return func.HttpRequest(method=method, url=f"http://127.0.0.1:7071/api/{route}", body=body,
-                            params=params or {}, route_params=route_params or {})
+def http_request(
+    method: str,
+    route: str,
+    *,
+    body: bytes = b"",
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+) -> func.HttpRequest:
+    return func.HttpRequest(
+        method=method,
+        url=f"http://127.0.0.1:7071/api/{route}",
+        body=body,
+        params=params or {},
+        route_params=route_params or {},
+    )

@@ -63,9 +63,12 @@ def start_azurite(location: Path, *, port: int | None = None, timeout_s: float =
         [
             str(find_azurite_blob()),
             "--silent",
-            "--location", str(location),
-            "--blobHost", "127.0.0.1",
-            "--blobPort", str(port),
+            "--location",
+            str(location),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
             "--skipApiVersionCheck",
             "--loose",
         ],
@@ -84,4 +87,3 @@ def start_azurite(location: Path, *, port: int | None = None, timeout_s: float =
         time.sleep(0.05)
     server.stop()
     raise AzuriteUnavailable(f"azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
-

@@ -19,6 +19,7 @@ RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 PIPELINE_RUN = "azureml.PipelineRun"
 
+
 class RunEventData(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 

@@ -41,8 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("path", help="the JSONL file, or - for standard input")
     validate.add_argument("--json", action="store_true", help="print only the JSON report")
-    validate.add_argument("--test-fraction", type=_fraction, default=None, metavar="F",
-                          help="share of examples held out for testing, in [0, 1) (default: TEST_FRACTION or 0.1)")
+    validate.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="share of examples held out for testing, in [0, 1) (default: TEST_FRACTION or 0.1)",
+    )
     validate.set_defaults(run=_validate)
 
     demo = commands.add_parser(
@@ -66,8 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("path", type=Path, help="the JSONL dataset")
     run.add_argument("--engine", choices=["local", "azureml"], default=None, help="default: AUTOPILOT_ENGINE")
-    run.add_argument("--base-model", default=None, metavar="MODEL",
-                     help="local engine: tiny, smollm2-135m-instruct or a model folder (default: LOCAL_BASE_MODEL)")
+    run.add_argument(
+        "--base-model",
+        default=None,
+        metavar="MODEL",
+        help="local engine: tiny, smollm2-135m-instruct or a model folder (default: LOCAL_BASE_MODEL)",
+    )
     run.add_argument("--json", action="store_true", help="print only the result as JSON")
     run.add_argument(
         "--dry-run",
@@ -173,8 +182,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(settings, args)
     if args.model_file is not None:
-        print("autopilot: --model-file goes with --dry-run (a real run reads the model from the registry)",
-              file=sys.stderr)
+        print(
+            "autopilot: --model-file goes with --dry-run (a real run reads the model from the registry)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -52,4 +52,3 @@ def _tick(function: HostedFunction, *, past_due: bool, last: datetime | None, fo
         invoke_timer(function, past_due=past_due, status=status)
     except Exception:
         logger.exception("timer function %s failed", function.name)
-

@@ -1,5 +1,4 @@
-"""Reading runs and endpoints: what the HTTP API and the dashboard show.
-"""
+"""Reading runs and endpoints: what the HTTP API and the dashboard show."""
 
 from __future__ import annotations
 

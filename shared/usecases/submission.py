@@ -1,5 +1,4 @@
-"""Submitting a prepared run's fine-tuning job to the engine (job name = run id: idempotent).
-"""
+"""Submitting a prepared run's fine-tuning job to the engine (job name = run id: idempotent)."""
 
 from __future__ import annotations
 
@@ -76,9 +75,7 @@ def submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
     changes: dict[str, object] = {"job_name": job.name}
     if warnings:
         changes["warnings"] = warnings
-    ctx.ledger.transition(
-        run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes)
-    )
+    ctx.ledger.transition(run_id, advance_from(RunState.VALIDATING, RunState.SUBMITTED, reason, ctx.now(), **changes))
     logger.info("run %s submitted as job %s", run_id, job.name, extra={"run_id": run_id})
     return IntakeOutcome(IntakeStatus.SUBMITTED, run_id, f"job {job.name}")
 

@@ -1,5 +1,4 @@
-"""Dataset validation as a use case: the options the settings give, and a report for bytes in hand.
-"""
+"""Dataset validation as a use case: the options the settings give, and a report for bytes in hand."""
 
 from __future__ import annotations
 

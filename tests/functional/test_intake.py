@@ -159,9 +159,7 @@ def test_concurrent_duplicate_deliveries_make_one_run_and_one_job(
     assert [t.to_state for t in run.history] == [RunState.RECEIVED, RunState.VALIDATING, RunState.SUBMITTED]
 
 
-def test_transient_engine_error_is_raised_recorded_and_retried(
-    ctx: AppContext, engine: FakeEngine, settings: Settings
-):
+def test_transient_engine_error_is_raised_recorded_and_retried(ctx: AppContext, engine: FakeEngine, settings: Settings):
     # given an engine that throttles the first submission
     engine.fail_next_submits = 1
     client = upload(settings, "train.jsonl", VALID)
@@ -185,9 +183,7 @@ def test_transient_engine_error_is_raised_recorded_and_retried(
     assert len(run.attempts) == 1
 
 
-def test_without_an_engine_the_run_fails_clearly_and_nothing_pretends_to_train(
-    ctx: AppContext, settings: Settings
-):
+def test_without_an_engine_the_run_fails_clearly_and_nothing_pretends_to_train(ctx: AppContext, settings: Settings):
     # given the Azure ML engine chosen without a workspace to run in
     ctx.engine_factory = AppContext.from_settings(settings.model_copy(update={"engine": "azureml"})).engine_factory
     client = upload(settings, "train.jsonl", VALID)

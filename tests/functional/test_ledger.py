@@ -17,8 +17,9 @@ T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 def a_run(run_id: str = "ft-0123456789ab", *, created: datetime = T0) -> RunRecord:
     dataset = DatasetRef(container="datasets", blob="train.jsonl", sha256="ab" * 32, size_bytes=10)
-    return new_run(run_id=run_id, dataset=dataset, parameters=FineTuneParameters(), base_model="tiny",
-                   engine="local", now=created)
+    return new_run(
+        run_id=run_id, dataset=dataset, parameters=FineTuneParameters(), base_model="tiny", engine="local", now=created
+    )
 
 
 def test_create_is_idempotent_and_returns_the_existing_record(ctx: AppContext):
@@ -44,8 +45,9 @@ def test_concurrent_writers_never_lose_an_update(ctx: AppContext):
     def write(writer: int) -> None:
         try:
             for n in range(per_writer):
-                ctx.ledger.update(run_id, lambda r, n=n: add_attempt(r, stage=f"w{writer}", code=str(n),
-                                                                     message="", now=T0))
+                ctx.ledger.update(
+                    run_id, lambda r, n=n: add_attempt(r, stage=f"w{writer}", code=str(n), message="", now=T0)
+                )
         except BaseException as exc:
             errors.append(exc)
 

@@ -277,10 +277,18 @@ def http_error(status: int, message: str) -> HttpResponseError:
             False,
             "Request more quota",
         ),
-        (ResourceExistsError(message="There is already an endpoint with this name"), "azureml_already_exists", False,
-         "unique per region"),
-        (ResourceExistsError(message="Conflict: another operation is in progress"), "azureml_conflict", True,
-         "retried later"),
+        (
+            ResourceExistsError(message="There is already an endpoint with this name"),
+            "azureml_already_exists",
+            False,
+            "unique per region",
+        ),
+        (
+            ResourceExistsError(message="Conflict: another operation is in progress"),
+            "azureml_conflict",
+            True,
+            "retried later",
+        ),
         (
             ValidationException(
                 message="no active version of model m",

@@ -28,8 +28,11 @@ def test_an_invalid_file_exits_1_and_json_prints_only_the_report(capsys: pytest.
     report = json.loads(capsys.readouterr().out)
     assert code == 1
     assert report["valid"] is False
-    assert report["errors"][0] == {"line": 6, "code": "invalid_json",
-                                   "message": "not valid JSON: unexpected end of data at character 92"}
+    assert report["errors"][0] == {
+        "line": 6,
+        "code": "invalid_json",
+        "message": "not valid JSON: unexpected end of data at character 92",
+    }
 
 
 def test_test_fraction_sets_the_split(capsys: pytest.CaptureFixture[str]):
@@ -60,8 +63,12 @@ def test_arbitrary_bytes_on_stdin_give_a_verdict_not_a_traceback(tmp_path: Path)
     # given garbage bytes, through the real console entry point
     garbage = bytes(range(256)) * 64 + b"\n{\n\xff\xfe\n"
 
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "validate", "-", "--json"], input=garbage,
-                            capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "validate", "-", "--json"],
+        input=garbage,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
@@ -113,9 +120,19 @@ def test_a_dry_run_prints_the_pipeline_job_with_the_notebooks_inputs(offline, ca
         "split": {"train": 214, "test": 26},
     }
     assert result["pipeline_job"]["name"] == result["run_id"]
-    assert {k: inputs[k] for k in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                                   "learning_rate", "lr_scheduler_type", "apply_lora", "apply_deepspeed",
-                                   "deepspeed_stage")} == {
+    assert {
+        k: inputs[k]
+        for k in (
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "learning_rate",
+            "lr_scheduler_type",
+            "apply_lora",
+            "apply_deepspeed",
+            "deepspeed_stage",
+        )
+    } == {
         "num_train_epochs": "3",
         "per_device_train_batch_size": "1",
         "per_device_eval_batch_size": "1",
@@ -185,8 +202,16 @@ PHI3_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/1
 
 def dry_run_with(model_file: Path, *extra: str) -> int:
     return main(
-        ["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--model-file",
-         str(model_file), *extra]
+        [
+            "run",
+            str(SAMPLES / "ultrachat_sample.jsonl"),
+            "--engine",
+            "azureml",
+            "--dry-run",
+            "--model-file",
+            str(model_file),
+            *extra,
+        ]
     )
 
 
@@ -214,8 +239,10 @@ def test_a_dry_run_with_phi3_unarchived_applies_its_defaults_and_lists_the_dropp
     result, inputs = dry_run_inputs(capsys.readouterr().out)
     assert code == 0 and result["error"] is None
     # the model's defaults that are component inputs are in the job, as the service would apply them
-    assert {k: inputs[k] for k in ("num_train_epochs", "learning_rate", "precision", "deepspeed_stage",
-                                   "logging_steps", "apply_ort")} == {
+    assert {
+        k: inputs[k]
+        for k in ("num_train_epochs", "learning_rate", "precision", "deepspeed_stage", "logging_steps", "apply_ort")
+    } == {
         "num_train_epochs": "1",
         "learning_rate": "5e-6",
         "precision": "16",

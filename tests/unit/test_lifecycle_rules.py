@@ -114,12 +114,22 @@ def test_answers_are_read_tolerantly(response, text):
 
 
 def test_smoke_test_conversation_ends_at_the_last_user_turn():
-    row = {"prompt": "x", "messages": [
-        {"role": "system", "content": "s"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
-        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2", "name": "bot"}]}
+    row = {
+        "prompt": "x",
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "a2", "name": "bot"},
+        ],
+    }
     assert smoke_test_conversation(row) == [
-        {"role": "system", "content": "s"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
-        {"role": "user", "content": "q2"}]
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+    ]
 
 
 def test_loss_curve_is_well_formed_svg_with_reference_lines():

@@ -65,7 +65,10 @@ def test_each_engine_profile_says_what_the_engine_implies():
 
     # then each says its base model, event topic, endpoint-name scope and presets
     assert (local.name, local.base_model, local.endpoint_scope, local.previews_jobs_offline) == (
-        "local", "tiny", "", False
+        "local",
+        "tiny",
+        "",
+        False,
     )
     assert local.workspace_topic.endswith("/workspaces/local") and local.parameter_presets == LOCAL_PRESETS["tiny"]
     workspace = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"

@@ -34,4 +34,3 @@ class WarningCode(StrEnum):
     DUPLICATE_PROMPT_ID = "duplicate_prompt_id"
     DUPLICATE_CONVERSATION = "duplicate_conversation"
     EXCEEDS_MAX_SEQ_LENGTH = "exceeds_max_seq_length"
-

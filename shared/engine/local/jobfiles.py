@@ -141,10 +141,8 @@ class JobFiles:
             log.write(f"{stamp} {message}\n")
 
 
-
 def _read(path: Path, model: type[ModelT]) -> ModelT | None:
     try:
         return model.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return None
-

@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # it announces every registration on stdout otherwise
 
 
-
 class ModelNotFound(EngineError):
     code = "model_not_found"
     transient = False
@@ -70,8 +69,9 @@ class LocalRegistry:
         import mlflow
 
         found = self._mlflow().get_model_version(model.name, model.version)
-        artifacts = Path(mlflow.get_logged_model(found.source.removeprefix("models:/")).artifact_location
-                         .removeprefix("file://"))
+        artifacts = Path(
+            mlflow.get_logged_model(found.source.removeprefix("models:/")).artifact_location.removeprefix("file://")
+        )
         weights, tokenizer = artifacts / "model", artifacts / "components" / "tokenizer"
         if not (weights / "config.json").exists():
             raise ModelNotFound(f"{model.name} version {model.version}: no model files in {artifacts}")

@@ -17,6 +17,7 @@ from shared.usecases.lifecycle.steps import entered
 
 logger = logging.getLogger(__name__)
 
+
 def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
     """Delete managed endpoints idle for IDLE_MINUTES (and past the grace period after creation). Their runs become
     torn_down, keeping the model and endpoint name that restore_endpoint needs. Untagged endpoints are never touched.

@@ -108,8 +108,6 @@ def dataset_lines(ctx: AppContext, container: str, name: str):
         yield pending
 
 
-
-
 def entered(record: RunRecord, state: RunState) -> datetime | None:
     """When the run last moved to `state` (a restore moves it to deploying and deployed again)."""
     moves = [t.at for t in record.history if t.to_state == state]

@@ -68,7 +68,6 @@ EXIT_PORT_IN_USE = 3
 logger = logging.getLogger(MODULE)
 
 
-
 class WatchedJson:
     """A JSON file re-read only when it changed (mtime, inode or size); the last good content survives bad reads."""
 
