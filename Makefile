@@ -46,6 +46,7 @@ test: deps
 lint: $(DEPS_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: deps
 	$(PY) benchmarks/bench_validate.py

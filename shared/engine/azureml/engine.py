@@ -23,6 +23,7 @@ from shared.engine.azureml.clients import AzureMLClients
 from shared.engine.azureml.config import AzureMLConfig
 from shared.engine.azureml.deployments import AzureMLDeployments
 from shared.engine.azureml.endpoints import AzureMLEndpoints
+from shared.engine.azureml.job_metrics import HttpGet, http_get_json
 from shared.engine.azureml.jobs import AzureMLJobs
 from shared.engine.azureml.model_card import FoundationModel
 from shared.engine.azureml.models import AzureMLModels
@@ -30,7 +31,6 @@ from shared.engine.azureml.monitoring import LazyMetricsClient, MetricsQuery
 from shared.engine.azureml.pipeline import FinetuneCompute, PipelineJobSpec
 from shared.engine.azureml.scoring import AzureMLScoring, HttpPost, http_post_json
 from shared.engine.azureml.sdk_errors import translated
-from shared.engine.azureml.tracking import HttpGet, http_get_json
 from shared.engine.base import (
     DeploymentInfo,
     EndpointInfo,

@@ -14,10 +14,10 @@ from shared.engine.azureml.base_model import BaseModelLookup
 from shared.engine.azureml.clients import AzureMLClients, get_or_none, state_text
 from shared.engine.azureml.config import run_pipeline_spec
 from shared.engine.azureml.foundation import inference_size, serving_size_warning
+from shared.engine.azureml.job_metrics import TRACKING_SCOPE, HttpGet, finetune_step, read_job_metrics, rest_base
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable
 from shared.engine.azureml.pipeline import PipelineJobSpec, build_pipeline_job
 from shared.engine.azureml.sdk_errors import translate, translated
-from shared.engine.azureml.tracking import TRACKING_SCOPE, HttpGet, finetune_step, read_job_metrics, rest_base
 from shared.engine.base import JobInfo, JobMetrics, JobSpec, JobWarning
 
 logger = logging.getLogger(__name__)
