@@ -11,15 +11,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from shared.adapters.azurite import REPO_ROOT, free_port
+from shared.adapters.http import HttpFailure, get_json, post_json
 from shared.context import get_context
 from shared.domain.jobs import JobStatus
 from shared.domain.runs import RunState
@@ -148,14 +146,11 @@ def _progress(run_id: str, last_step: int) -> int:
 def _ask(run: dict[str, Any], what: str) -> None:
     endpoint = run["endpoint"]
     key = get_context().engine.get_keys(endpoint["name"]).primary
-    request = urllib.request.Request(
-        endpoint["scoring_uri"],
-        data=json.dumps(scoring_request(SAMPLE_QUESTION)).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
     began = time.monotonic()
-    with urllib.request.urlopen(request, timeout=120) as response:
-        answer = answer_text(json.loads(response.read()))
+    headers = {"Authorization": f"Bearer {key}"}
+    answer = answer_text(
+        post_json(endpoint["scoring_uri"], scoring_request(SAMPLE_QUESTION), headers=headers, timeout_s=120)
+    )
     _step(f"{what}: POST {endpoint['scoring_uri']} ({time.monotonic() - began:.1f} s)")
     print(f"    user: {SAMPLE_QUESTION[0]['content']}\n    assistant: {answer}")
 
@@ -193,17 +188,13 @@ class _Api:
         return self._call("POST", path, body)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            self._base_url + path,
-            method=method,
-            data=json.dumps(body or {}).encode() if method == "POST" else None,
-            headers={"x-functions-key": self._key, "Content-Type": "application/json"},
-        )
+        headers = {"x-functions-key": self._key}
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from exc
+            if method == "POST":
+                return post_json(self._base_url + path, body or {}, headers=headers, timeout_s=600)
+            return get_json(self._base_url + path, headers=headers, timeout_s=600)
+        except HttpFailure as exc:
+            raise RuntimeError(f"{method} {path}: {exc.message}") from exc
 
 
 def _step(text: str) -> None:

@@ -7,13 +7,12 @@ evaluation and `train_loss` at the end). The base model is not evaluated by the 
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shared.adapters.http import get_json
 from shared.engine.base import JobMetrics
 
 # The token audience Azure ML's MLflow endpoint accepts (the one azure-ai-ml's workspace calls use).
@@ -29,9 +28,10 @@ def rest_base(tracking_uri: str) -> str:
 
 
 def http_get_json(url: str, headers: dict[str, str]) -> dict[str, Any]:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+    answer = get_json(url, headers=headers, timeout_s=60)
+    if not isinstance(answer, dict):
+        raise ValueError(f"{url}: the answer is not a JSON object")
+    return answer
 
 
 def finetune_step(jobs: Iterable[Any]) -> Any | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import urllib.error
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from shared.adapters.http import HttpFailure
 from shared.domain.errors import EngineError
 from shared.domain.jobs import JobStatus, from_azure
 from shared.engine.azureml.base_model import BaseModelLookup
@@ -96,7 +96,7 @@ class AzureMLJobs:
             token = credential.get_token(TRACKING_SCOPE).token if credential else ""
         try:
             return read_job_metrics(rest_base(workspace.mlflow_tracking_uri), step.name, token, self._tracking_get)
-        except (urllib.error.URLError, TimeoutError, ValueError, KeyError) as exc:
+        except (HttpFailure, ValueError, KeyError) as exc:
             raise EngineError(
                 f"read the metrics of job {name} (step {step.name}): {exc}", code="metrics_unavailable"
             ) from exc

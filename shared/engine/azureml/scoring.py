@@ -3,12 +3,10 @@ answer's failures as the app's errors (refused, unavailable, timed out)."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shared.adapters.http import HttpFailure, post_json
 from shared.domain.errors import EngineError
 from shared.engine.azureml.clients import AzureMLClients
 from shared.engine.azureml.endpoints import AzureMLEndpoints
@@ -16,13 +14,11 @@ from shared.engine.azureml.sdk_errors import translated
 
 SCORING_TIMEOUT_S = 120
 
-HttpPost = Callable[[str, bytes, dict[str, str], float], Any]
+HttpPost = Callable[[str, Mapping[str, Any], dict[str, str], float], Any]
 
 
-def http_post_json(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.loads(response.read() or b"null")
+def http_post_json(url: str, body: Mapping[str, Any], headers: dict[str, str], timeout_s: float) -> Any:
+    return post_json(url, body, headers=headers, timeout_s=timeout_s)
 
 
 class AzureMLScoring:
@@ -45,25 +41,22 @@ class AzureMLScoring:
         with translated(f"get endpoint {endpoint_name}"):
             scoring_uri = self._clients.workspace.online_endpoints.get(endpoint_name).scoring_uri
         key = self._endpoints.get_keys(endpoint_name).primary
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {key}"}
         if deployment_name:
             headers["azureml-model-deployment"] = deployment_name
         try:
-            return self._http_post(scoring_uri, json.dumps(request).encode(), headers, timeout)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode("utf-8", "replace")
-            if 400 <= exc.code < 500 and exc.code != 429:
-                raise EngineError(
-                    f"{endpoint_name} refused the request: HTTP {exc.code} {detail}",
-                    code="scoring_rejected",
-                    transient=False,
-                ) from exc
-            raise EngineError(f"{endpoint_name}: HTTP {exc.code} {detail}", code="scoring_unavailable") from exc
-        except (TimeoutError, urllib.error.URLError) as exc:
-            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+            return self._http_post(scoring_uri, request, headers, timeout)
+        except HttpFailure as exc:
+            if exc.timed_out:
                 raise EngineError(
                     f"{endpoint_name} did not answer within {timeout:g} s", code="scoring_timeout"
                 ) from exc
-            raise EngineError(f"{endpoint_name} did not answer: {exc}", code="scoring_unavailable") from exc
-        except ValueError as exc:
-            raise EngineError(f"{endpoint_name} did not answer: {exc}", code="scoring_unavailable") from exc
+            if exc.refused:
+                raise EngineError(
+                    f"{endpoint_name} refused the request: HTTP {exc.status} {exc.body[:500]}",
+                    code="scoring_rejected",
+                    transient=False,
+                ) from exc
+            raise EngineError(
+                f"{endpoint_name} did not answer: {exc.message[:500]}", code="scoring_unavailable"
+            ) from exc

@@ -7,16 +7,14 @@ training job is not.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.adapters.http import post_json
 from shared.api.events import PIPELINE_RUN, RUN_COMPLETED, RUN_STATUS_CHANGED
 from shared.domain.jobs import TO_AZURE, JobStatus
 
@@ -111,12 +109,4 @@ class EventDelivery:
     def _post(self, event: dict[str, Any]) -> None:
         url = self._webhook_url
         assert url is not None  # deliver() posts only when there is a webhook URL
-        request = urllib.request.Request(
-            url,
-            data=json.dumps([event]).encode(),
-            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-            if not 200 <= response.status < 300:
-                raise urllib.error.HTTPError(url, response.status, "not accepted", response.headers, None)
+        post_json(url, [event], headers={"aeg-event-type": "Notification"}, timeout_s=self._timeout_s, answer=False)

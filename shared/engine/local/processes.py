@@ -22,12 +22,12 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
+
+from shared.adapters.http import HttpFailure, get_bytes
 
 # Popen objects of the processes this process started: kept so that they are reaped (no zombies) and so that
 # subprocess does not warn about children still running when the objects would otherwise be collected.
@@ -221,15 +221,12 @@ def wait_http_ok(
         if pid is not None and not is_alive(pid):
             raise ProcessStartError(f"process {pid} exited before {url} answered{_tail_note(log_path)}")
         try:
-            with urllib.request.urlopen(url, timeout=min(5.0, max(0.5, timeout_s))) as response:
-                body = response.read()
-                if 200 <= response.status < 300:
-                    return body
-                last = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
+            status, body = get_bytes(url, timeout_s=min(5.0, max(0.5, timeout_s)))
+            if 200 <= status < 300:
+                return body
+            last = f"HTTP {status}"
+        except HttpFailure as exc:
+            last = exc.message
         if time.monotonic() >= deadline:
             raise ProcessStartError(f"{url} did not answer within {timeout_s:.0f} s ({last}){_tail_note(log_path)}")
         time.sleep(interval_s)
