@@ -5,15 +5,15 @@ restore needs; an endpoint being deployed to is never idle.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from shared.context import AppContext
+from shared.domain.idle import entered, idle_minutes, last_activity
 from shared.domain.naming import endpoint_name_for
 from shared.domain.runs import (
     RunState,
     advance_from,
 )
-from shared.usecases.lifecycle.steps import entered
 
 logger = logging.getLogger(__name__)
 
@@ -37,26 +37,18 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         serving = [record for record in deployed if record.endpoint and record.endpoint.name == endpoint.name]
         deployed_at = [entered(record, RunState.DEPLOYED) for record in serving]
         last_use = last_activity(endpoint.created_at, endpoint.last_request_at, deployed_at)
-        if endpoint.created_at is None or now - endpoint.created_at < grace or last_use is None:
+        minutes = idle_minutes(
+            now=now, created_at=endpoint.created_at, last_use=last_use, idle_for=idle_for, grace=grace
+        )
+        if minutes is None:
             continue
-        if now - last_use < idle_for:
-            continue
-        idle_minutes = (now - last_use).total_seconds() / 60
         ctx.engine.delete_endpoint(endpoint.name)
-        reason = f"endpoint {endpoint.name} idle for {idle_minutes:.1f} min: torn down; the model is kept for restore"
+        reason = f"endpoint {endpoint.name} idle for {minutes:.1f} min: torn down; the model is kept for restore"
         for record in serving:
             ctx.ledger.transition(record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
         logger.info("%s", reason)
         torn_down.append(endpoint.name)
     return torn_down
-
-
-def last_activity(
-    created_at: datetime | None, last_request_at: datetime | None, deployed_at: list[datetime | None]
-) -> datetime | None:
-    """When the endpoint was last used or changed: its latest request, deployment or creation."""
-    moments = [moment for moment in (created_at, last_request_at, *deployed_at) if moment is not None]
-    return max(moments) if moments else None
 
 
 def _endpoints_being_deployed(ctx: AppContext) -> set[str]:

@@ -13,6 +13,7 @@ import orjson
 
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError, InvalidInput, NotFound
+from shared.domain.idle import entered
 from shared.domain.naming import deployment_name_for, endpoint_name_for, is_resource_name
 from shared.domain.redaction import redact_secrets
 from shared.domain.runs import (
@@ -26,8 +27,9 @@ from shared.domain.runs import (
 )
 from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
 from shared.domain.tags import CHAMPION, MANAGED_TAG
+from shared.domain.traffic import shifted_traffic, to_retire
 from shared.engine.base import ModelRef
-from shared.usecases.lifecycle.steps import attempt, dataset_lines, entered
+from shared.usecases.lifecycle.steps import attempt, dataset_lines
 
 logger = logging.getLogger(__name__)
 
@@ -112,19 +114,11 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             RunError(code="smoke_test_failed", message=result.error or "no answer"),
             smoke_test=result,
         )
-    keep = ref.previous_deployment if ctx.settings.keep_previous_deployment else None
-    traffic = {ref.deployment: 100, **({keep: 0} if keep else {})}
+    traffic = shifted_traffic(ref.deployment, ref.previous_deployment, ctx.settings.keep_previous_deployment)
     endpoint = attempt(ctx, record, "shift", "set_traffic", lambda: engine.set_traffic(ref.name, traffic))
-    for name in endpoint.traffic:
-        if name not in traffic:
-            # one operation per deployment: deleting one must not clear the failures of deleting another
-            attempt(
-                ctx,
-                record,
-                "retire",
-                f"delete_deployment {name}",
-                partial(engine.delete_deployment, ref.name, name),
-            )
+    for name in to_retire(traffic, endpoint.traffic):
+        # one operation per deployment: deleting one must not clear the failures of deleting another
+        attempt(ctx, record, "retire", f"delete_deployment {name}", partial(engine.delete_deployment, ref.name, name))
     attempt(
         ctx,
         record,

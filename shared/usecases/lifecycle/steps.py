@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import TypeVar
 
 from shared.context import AppContext
@@ -106,9 +105,3 @@ def dataset_lines(ctx: AppContext, container: str, name: str):
         yield from (line for line in complete if line.strip())
     if pending.strip():
         yield pending
-
-
-def entered(record: RunRecord, state: RunState) -> datetime | None:
-    """When the run last moved to `state` (a restore moves it to deploying and deployed again)."""
-    moves = [t.at for t in record.history if t.to_state == state]
-    return moves[-1] if moves else None
