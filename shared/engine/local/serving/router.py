@@ -24,7 +24,6 @@ Other statuses: 400 malformed request, 411 no Content-Length, 413 body over limi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import hmac
 import http.client
@@ -38,11 +37,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.files import write_json_atomically
 from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
@@ -50,6 +47,7 @@ from shared.engine.local.serving.protocol import (
     parse_chat_completion,
     parse_score_request,
 )
+from shared.engine.local.serving.router_files import Stats, WatchedJson
 
 MODULE = "shared.engine.local.serving.router"
 ENDPOINT_FILE = "endpoint.json"
@@ -66,64 +64,6 @@ EXIT_BAD_CONFIG = 2
 EXIT_PORT_IN_USE = 3
 
 logger = logging.getLogger(MODULE)
-
-
-class WatchedJson:
-    """A JSON file re-read only when it changed (mtime, inode or size); the last good content survives bad reads."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: tuple[int, int, int] | None = None
-        self._value: Any = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        try:
-            stat = os.stat(self.path)
-        except FileNotFoundError:
-            return self._value
-        signature = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
-        with self._lock:
-            if signature != self._signature:
-                try:
-                    self._value = json.loads(self.path.read_text(encoding="utf-8"))
-                    self._signature = signature
-                except (OSError, ValueError) as exc:
-                    logger.warning("could not read %s (%s); keeping the previous content", self.path.name, exc)
-            return self._value
-
-
-class Stats:
-    """Request accounting, persisted to stats.json after every counted request (it survives router restarts)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        previous: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        self.request_count = int(previous.get("request_count", 0))
-        self.last_request_at: str | None = previous.get("last_request_at")
-        self.per_deployment: dict[str, int] = dict(previous.get("per_deployment", {}))
-        self.per_status: dict[str, int] = dict(previous.get("per_status", {}))
-
-    def record(self, deployment: str | None, status: int) -> None:
-        with self._lock:
-            self.request_count += 1
-            self.last_request_at = datetime.now(UTC).isoformat()
-            if deployment:
-                self.per_deployment[deployment] = self.per_deployment.get(deployment, 0) + 1
-            self.per_status[str(status)] = self.per_status.get(str(status), 0) + 1
-            snapshot = {
-                "request_count": self.request_count,
-                "last_request_at": self.last_request_at,
-                "per_deployment": self.per_deployment,
-                "per_status": self.per_status,
-            }
-            try:
-                write_json_atomically(self.path, snapshot, durable=False)
-            except OSError as exc:  # the endpoint folder was removed under us: nothing to account to
-                logger.warning("could not write %s: %s", self.path.name, exc)
 
 
 @dataclass(frozen=True)
