@@ -105,16 +105,7 @@ def check_example(row: object) -> tuple[list[Problem], ExampleShape | None]:
             )
     if problems:
         return problems, None
-    count = len(messages)
-    return [], (
-        count,
-        assistants,
-        characters,
-        -(-characters // CHARS_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE * count,
-        assistant_characters,
-        -(-assistant_characters // CHARS_PER_TOKEN),
-        fingerprint,
-    )
+    return [], _shape(len(messages), assistants, characters, assistant_characters, fingerprint)
 
 
 def valid_example_shape(row: object) -> ExampleShape | None:
@@ -157,6 +148,11 @@ def valid_example_shape(row: object) -> ExampleShape | None:
         return None
     if not users or role != "assistant":
         return None
+    return _shape(count, assistants, characters, assistant_characters, fingerprint)
+
+
+def _shape(count: int, assistants: int, characters: int, assistant_characters: int, fingerprint: int) -> ExampleShape:
+    """The shape of a valid example from its counts: the token estimates are derived here, for both paths."""
     return (
         count,
         assistants,

@@ -120,7 +120,7 @@ class DatasetValidator:
 
     # The hot path of the whole app, once per line of multi-GB files (see benchmarks/): one loop over a
     # chunk's lines with everything it needs in local variables, plain dict operations, and helpers only
-    # for what is rare (problems, warnings).
+    # for what is rare (problems, warnings) and for the duplicate check (one call a key).
     def _check_lines(self, lines: list[bytes | LineTooLong]) -> None:
         first = self._line_count + 1
         self._line_count += len(lines)
@@ -137,6 +137,7 @@ class DatasetValidator:
         train, test = Split.TRAIN, Split.TEST  # an enum member costs a metaclass lookup each time
         shapes: list[ExampleShape] = []  # of the valid examples, counted into the stats once per batch
         keep_shape = shapes.append
+        first_seen = self._first_seen
         try:
             for line_no, line in enumerate(lines, first):
                 if type(line) is LineTooLong or len(line) > max_line_bytes:
@@ -174,27 +175,13 @@ class DatasetValidator:
                         WarningCode.EXCEEDS_MAX_SEQ_LENGTH,
                         f"about {tokens} tokens; max_seq_length is {max_seq_length}, so it will be truncated",
                     )
-                # Duplicates: setdefault() looks a key up once where get() then a store look it up twice, in
-                # dicts that grow to hundreds of thousands of keys (a cache miss each). earlier == line_no: new.
-                fingerprint = shape[6]
-                if len(conversations) < duplicate_check_rows:
-                    earlier = conversations.setdefault(fingerprint, line_no)
-                else:
-                    earlier = conversations.get(fingerprint, line_no)
-                    if earlier == line_no:
-                        self._duplicate_check_saturated = True
+                earlier = first_seen(conversations, shape[6], line_no, duplicate_check_rows)  # 6: the fingerprint
                 if earlier != line_no:
                     self._warn(line_no, WarningCode.DUPLICATE_CONVERSATION, f"same conversation as line {earlier}")
                 prompt_id = row.get("prompt_id")
                 if type(prompt_id) is str and prompt_id:
                     split_key = prompt_id.encode()
-                    prompt_key = hash(prompt_id)
-                    if len(prompt_ids) < duplicate_check_rows:
-                        earlier = prompt_ids.setdefault(prompt_key, line_no)
-                    else:
-                        earlier = prompt_ids.get(prompt_key, line_no)
-                        if earlier == line_no:
-                            self._duplicate_check_saturated = True
+                    earlier = first_seen(prompt_ids, hash(prompt_id), line_no, duplicate_check_rows)
                     if earlier != line_no:
                         self._warn(
                             line_no, WarningCode.DUPLICATE_PROMPT_ID, f"prompt_id already used on line {earlier}"
@@ -225,6 +212,20 @@ class DatasetValidator:
             self._tokens.update(tokens)
             self._assistant_characters.update(assistant_characters)
             self._assistant_tokens.update(assistant_tokens)
+
+    def _first_seen(self, seen: dict[int, int], key: int, line_no: int, limit: int) -> int:
+        """The line the key was first seen on; line_no when it is new. Past `limit` keys a new key is not
+        remembered, and the duplicate check is marked partial.
+
+        setdefault() looks a key up once where get() then a store look it up twice, in dicts that grow to
+        hundreds of thousands of keys (a cache miss each).
+        """
+        if len(seen) < limit:
+            return seen.setdefault(key, line_no)
+        earlier = seen.get(key, line_no)
+        if earlier == line_no:
+            self._duplicate_check_saturated = True
+        return earlier
 
     @property
     def _strict(self) -> bool:
