@@ -178,18 +178,44 @@ def _nameless(body: dict[str, Any]) -> None:
     del body["values"][0]["value"][0]["id"]
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        (_other_resource, "the result is for another resource"),
-        (_other_resource_metric, "the metric is another resource's"),
-        (_no_result, "0 results for the one resource"),
-        (_two_results, "2 results for the one resource"),
-        (_nameless, "neither the result nor the metric names the resource"),
-    ],
-)
-def test_an_answer_that_is_not_for_the_endpoint_counts_as_in_use(change, reason: str):
-    # given an idle-looking answer that is for another resource, or for none
+def _metric(key: str, value: Any):
+    def change(body: dict[str, Any]) -> None:
+        body["values"][0]["value"][0][key] = value
+
+    return change
+
+
+def _result(key: str, value: Any):
+    def change(body: dict[str, Any]) -> None:
+        body["values"][0][key] = value
+
+    return change
+
+
+# (a change to the idle answer, what the error says): an answer for another resource, or for none
+NOT_FOR_THE_ENDPOINT = [
+    (_other_resource, "the result is for another resource"),
+    (_other_resource_metric, "the metric is another resource's"),
+    (_no_result, "0 results for the one resource"),
+    (_two_results, "2 results for the one resource"),
+    (_nameless, "neither the result nor the metric names the resource"),
+]
+# ... and an answer with an error status, or another metric, unit, time grain or namespace than was asked for
+NOT_WHAT_WAS_ASKED_FOR = [
+    (_metric("errorCode", "Throttled"), "errorCode 'Throttled'"),
+    (_metric("unit", "CountPerSecond"), "unit 'CountPerSecond'"),
+    (_metric("name", {"value": "RequestLatency"}), "metric .*RequestLatency"),
+    (_result("interval", "PT5M"), "time grain 'PT5M'"),
+    (_result("namespace", "microsoft.machinelearningservices/workspaces"), "namespace"),
+    (_metric("timeseries", [{"metadatavalues": [], "data": []}]), "a time series without data points"),
+    (_metric("timeseries", None), "the SDK could not read it"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [*NOT_FOR_THE_ENDPOINT, *NOT_WHAT_WAS_ASKED_FOR])
+def test_an_answer_not_for_the_endpoint_or_not_what_was_asked_for_counts_as_in_use(change, reason: str):
+    # given an idle-looking answer that is for another resource (or for none), or with one thing that is not
+    # what was asked for
     body = fixture("getbatch-idle.json")
     change(body)
 
@@ -252,42 +278,6 @@ def test_non_finite_averages_count_as_in_use(literal: bytes):
 
     # when the activity is read, then it is not understood
     with pytest.raises(ActivityNotUnderstood, match=r"average (nan|inf)"):
-        activity(body)
-
-
-def _metric(key: str, value: Any):
-    def change(body: dict[str, Any]) -> None:
-        body["values"][0]["value"][0][key] = value
-
-    return change
-
-
-def _result(key: str, value: Any):
-    def change(body: dict[str, Any]) -> None:
-        body["values"][0][key] = value
-
-    return change
-
-
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        (_metric("errorCode", "Throttled"), "errorCode 'Throttled'"),
-        (_metric("unit", "CountPerSecond"), "unit 'CountPerSecond'"),
-        (_metric("name", {"value": "RequestLatency"}), "metric .*RequestLatency"),
-        (_result("interval", "PT5M"), "time grain 'PT5M'"),
-        (_result("namespace", "microsoft.machinelearningservices/workspaces"), "namespace"),
-        (_metric("timeseries", [{"metadatavalues": [], "data": []}]), "a time series without data points"),
-        (_metric("timeseries", None), "the SDK could not read it"),
-    ],
-)
-def test_an_error_status_or_another_metric_unit_grain_or_namespace_counts_as_in_use(change, reason: str):
-    # given an idle-looking answer with one thing that is not what was asked for
-    body = fixture("getbatch-idle.json")
-    change(body)
-
-    # when the activity is read, then it is not understood
-    with pytest.raises(ActivityNotUnderstood, match=reason):
         activity(body)
 
 
