@@ -16,7 +16,16 @@ from typing import Any
 
 from shared.domain.errors import EngineError
 from shared.domain.jobs import JobStatus
-from shared.engine.base import DeploymentInfo, EndpointInfo, EndpointKeys, JobInfo, JobMetrics, JobSpec, ModelRef
+from shared.engine.base import (
+    DeploymentInfo,
+    EndpointInfo,
+    EndpointKeys,
+    JobInfo,
+    JobMetrics,
+    JobSpec,
+    ModelRef,
+    ScoringRequest,
+)
 
 
 class FakeEngine:
@@ -193,14 +202,8 @@ class FakeEngine:
         self._endpoint(endpoint_name)
         return EndpointKeys(primary=f"primary-{endpoint_name}", secondary=f"secondary-{endpoint_name}")
 
-    def invoke(
-        self,
-        endpoint_name: str,
-        request: Mapping[str, Any],
-        deployment_name: str | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
+    def invoke(self, request: ScoringRequest) -> Any:
+        endpoint_name, deployment_name, timeout_s = request.endpoint_name, request.deployment_name, request.timeout_s
         endpoint = self._endpoint(endpoint_name)
         if deployment_name is None:
             serving = [name for name, weight in endpoint.traffic.items() if weight]

@@ -119,6 +119,17 @@ class EndpointKeys:
     secondary: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class ScoringRequest:
+    """A scoring request to an endpoint: its body (shared.domain.scoring's contract), pinned to `deployment_name` if
+    given, waited for `timeout_s` seconds (None: the adapter's default)."""
+
+    endpoint_name: str
+    body: Mapping[str, Any]
+    deployment_name: str | None = None
+    timeout_s: float | None = None
+
+
 @runtime_checkable
 class Engine(Protocol):
     name: str
@@ -141,16 +152,9 @@ class Engine(Protocol):
     def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str: ...
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo: ...
     def get_keys(self, endpoint_name: str) -> EndpointKeys: ...
-    def invoke(
-        self,
-        endpoint_name: str,
-        request: Mapping[str, Any],
-        deployment_name: str | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        """POST a scoring request (pinned to `deployment_name` if given). No answer within `timeout_s` (None: the
-        adapter's default) raises EngineError(code="scoring_timeout"), transient."""
+    def invoke(self, request: ScoringRequest) -> Any:
+        """POST the request's body to its endpoint. No answer within its `timeout_s` raises
+        EngineError(code="scoring_timeout"), transient."""
 
     def list_endpoints(self) -> list[EndpointInfo]: ...
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None: ...

@@ -18,7 +18,7 @@ from shared.domain.errors import EngineError
 from shared.domain.jobs import JobStatus
 from shared.domain.scoring import answer_text, scoring_request
 from shared.domain.tags import MANAGED_TAG, RUN_TAG
-from shared.engine.base import Engine, ModelRef
+from shared.engine.base import Engine, ModelRef, ScoringRequest
 
 
 def wait_for_terminal(engine: Engine, name: str, timeout_s: float) -> JobStatus:
@@ -132,12 +132,13 @@ class EngineContract:
         assert dict(next(e for e in engine.list_endpoints() if e.name == name).traffic) == {"blue": 0}
 
         # then, pinned by name, it answers the seed's request
-        answer = answer_text(engine.invoke(name, scoring_request([{"role": "user", "content": "Hi!"}]), "blue"))
+        pinned = ScoringRequest(name, scoring_request([{"role": "user", "content": "Hi!"}]), deployment_name="blue")
+        answer = answer_text(engine.invoke(pinned))
         assert isinstance(answer, str)
 
         # and with all traffic it answers unpinned, and the endpoint counts the requests
         engine.set_traffic(name, {"blue": 100})
-        engine.invoke(name, scoring_request([{"role": "user", "content": "Hello?"}]))
+        engine.invoke(ScoringRequest(name, scoring_request([{"role": "user", "content": "Hello?"}])))
         listed = next(e for e in engine.list_endpoints() if e.name == name)
         assert listed.is_managed and listed.request_count >= 2 and listed.last_request_at is not None
         keys = engine.get_keys(name)

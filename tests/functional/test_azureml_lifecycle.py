@@ -23,6 +23,7 @@ from shared.domain.jobs import JobStatus
 from shared.domain.runs import RunRecord, RunState
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.azureml.engine import AzureMLEngine
+from shared.engine.base import ScoringRequest
 from shared.settings import Settings
 from shared.usecases.lifecycle.jobs import cancel_run
 from tests.engine.azureml_service import recorded
@@ -298,7 +299,7 @@ def test_a_scoring_request_that_gets_no_answer_in_time_is_a_timeout(ctx: AppCont
 
     # when it is asked with a shorter timeout
     with pytest.raises(EngineError) as raised:
-        engine.invoke(run.endpoint.name, {"input_data": {"input_string": []}}, timeout_s=0.2)
+        engine.invoke(ScoringRequest(run.endpoint.name, {"input_data": {"input_string": []}}, timeout_s=0.2))
 
     # then the adapter says so with the lifecycle's code, as a transient error
     assert raised.value.code == "scoring_timeout" and raised.value.transient is True

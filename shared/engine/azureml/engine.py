@@ -39,6 +39,7 @@ from shared.engine.base import (
     JobMetrics,
     JobSpec,
     ModelRef,
+    ScoringRequest,
 )
 
 
@@ -144,15 +145,8 @@ class AzureMLEngine:
     def get_keys(self, endpoint_name: str) -> EndpointKeys:
         return self._endpoints.get_keys(endpoint_name)
 
-    def invoke(
-        self,
-        endpoint_name: str,
-        request: Mapping[str, Any],
-        deployment_name: str | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        return self._scoring.invoke(endpoint_name, request, deployment_name, timeout_s=timeout_s)
+    def invoke(self, request: ScoringRequest) -> Any:
+        return self._scoring.invoke(request)
 
     def list_endpoints(self) -> list[EndpointInfo]:
         return self._endpoints.list_endpoints()

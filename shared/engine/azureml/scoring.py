@@ -11,6 +11,7 @@ from shared.domain.errors import EngineError
 from shared.engine.azureml.clients import AzureMLClients
 from shared.engine.azureml.endpoints import AzureMLEndpoints
 from shared.engine.azureml.sdk_errors import translated
+from shared.engine.base import ScoringRequest
 
 SCORING_TIMEOUT_S = 120
 
@@ -27,25 +28,19 @@ class AzureMLScoring:
         self._endpoints = endpoints
         self._http_post = http_post
 
-    def invoke(
-        self,
-        endpoint_name: str,
-        request: Mapping[str, Any],
-        deployment_name: str | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        """POST the request to the scoring URI with the endpoint key. The timeout bounds the connection and each
-        read of the answer (default SCORING_TIMEOUT_S)."""
-        timeout = timeout_s if timeout_s is not None else SCORING_TIMEOUT_S
+    def invoke(self, request: ScoringRequest) -> Any:
+        """POST the request's body to the scoring URI with the endpoint key. The timeout bounds the connection and
+        each read of the answer (default SCORING_TIMEOUT_S)."""
+        endpoint_name = request.endpoint_name
+        timeout = request.timeout_s if request.timeout_s is not None else SCORING_TIMEOUT_S
         with translated(f"get endpoint {endpoint_name}"):
             scoring_uri = self._clients.workspace.online_endpoints.get(endpoint_name).scoring_uri
         key = self._endpoints.get_keys(endpoint_name).primary
         headers = {"Authorization": f"Bearer {key}"}
-        if deployment_name:
-            headers["azureml-model-deployment"] = deployment_name
+        if request.deployment_name:
+            headers["azureml-model-deployment"] = request.deployment_name
         try:
-            return self._http_post(scoring_uri, request, headers, timeout)
+            return self._http_post(scoring_uri, request.body, headers, timeout)
         except HttpFailure as exc:
             if exc.timed_out:
                 raise EngineError(

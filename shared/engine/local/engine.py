@@ -29,6 +29,7 @@ from shared.engine.base import (
     JobProgress,
     JobSpec,
     ModelRef,
+    ScoringRequest,
 )
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.events import EventCallback, EventDelivery, run_events
@@ -184,15 +185,10 @@ class LocalEngine:
     def get_keys(self, endpoint_name: str) -> EndpointKeys:
         return self._endpoints.get_keys(endpoint_name)
 
-    def invoke(
-        self,
-        endpoint_name: str,
-        request: Mapping[str, Any],
-        deployment_name: str | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        return self._endpoints.invoke(endpoint_name, dict(request), deployment_name, timeout_s=timeout_s)
+    def invoke(self, request: ScoringRequest) -> Any:
+        return self._endpoints.invoke(
+            request.endpoint_name, dict(request.body), request.deployment_name, timeout_s=request.timeout_s
+        )
 
     def list_endpoints(self) -> list[EndpointInfo]:
         return self._endpoints.list_endpoints()

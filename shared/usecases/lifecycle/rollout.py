@@ -28,7 +28,7 @@ from shared.domain.runs import (
 from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
 from shared.domain.tags import CHAMPION, MANAGED_TAG
 from shared.domain.traffic import shifted_traffic, to_retire
-from shared.engine.base import ModelRef
+from shared.engine.base import ModelRef, ScoringRequest
 from shared.usecases.lifecycle.steps import attempt, dataset_lines
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
     timeout_s = ctx.settings.smoke_test_timeout_s
     started = time.monotonic()
     try:
-        response = ctx.engine.invoke(ref.name, request, ref.deployment, timeout_s=timeout_s)
+        response = ctx.engine.invoke(ScoringRequest(ref.name, request, ref.deployment, timeout_s))
     except AutopilotError as exc:
         error = f"no answer within {timeout_s:g} s" if exc.code == SCORING_TIMEOUT else f"{exc.code}: {exc.message}"
         return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=error)
