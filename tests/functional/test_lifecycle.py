@@ -67,6 +67,20 @@ def trained_run(ctx: AppContext, engine: FakeEngine, **metrics) -> RunRecord:
     return run
 
 
+def delivered_until_recorded(
+    ctx: AppContext, run_id: str, error: type[Exception], match: str, state_while_retried: RunState
+) -> RunRecord:
+    """Deliver the completion event three times (MAX_STEP_ATTEMPTS) to a step that fails each time: the first two
+    failures are raised for Event Grid to redeliver, the run still in `state_while_retried`; the third is recorded
+    and the handler returns normally. The run's record after the third."""
+    for attempt in (1, 2):
+        with pytest.raises(error, match=match):
+            on_job_event(event_for(run_id))
+        assert ctx.ledger.get(run_id).state == state_while_retried, attempt
+    on_job_event(event_for(run_id))
+    return ctx.ledger.get(run_id)
+
+
 def test_run_completed_five_times_gives_one_model_version_and_one_deployment(ctx: AppContext, engine: FakeEngine):
     # given a run whose job finished with a better loss than the base model
     run = trained_run(ctx, engine)
@@ -224,15 +238,10 @@ def test_an_engine_error_during_deploy_is_retried_then_recorded(ctx: AppContext,
     run = trained_run(ctx, engine)
     engine.fail_next_deployments = 3
 
-    # when the event is delivered, the handler raises so Event Grid redelivers, twice
-    for attempt in (1, 2):
-        with pytest.raises(Exception, match="quota exceeded"):
-            on_job_event(event_for(run.run_id))
-        assert ctx.ledger.get(run.run_id).state == RunState.REGISTERED, attempt
+    # when the event is delivered, the handler raises so Event Grid redelivers, twice, the run still registered
+    record = delivered_until_recorded(ctx, run.run_id, Exception, "quota exceeded", RunState.REGISTERED)
 
-    # and on the third failure the run is recorded failed, and the handler returns normally
-    on_job_event(event_for(run.run_id))
-    record = ctx.ledger.get(run.run_id)
+    # then on the third failure the run is recorded failed, and the handler returns normally
     assert record.state == RunState.FAILED
     assert [(a.stage, a.operation, a.code) for a in record.attempts] == [
         ("deploy", "create_deployment", "engine_error")

@@ -12,7 +12,7 @@ from shared.domain.errors import EngineError
 from shared.domain.naming import deployment_name_for
 from shared.domain.runs import RunRecord, RunState
 from tests.fakes import FakeEngine
-from tests.functional.test_lifecycle import event_for, on_job_event, trained_run
+from tests.functional.test_lifecycle import delivered_until_recorded, event_for, on_job_event, trained_run
 
 
 def provisioning_run(ctx: AppContext, engine: FakeEngine) -> RunRecord:
@@ -23,6 +23,14 @@ def provisioning_run(ctx: AppContext, engine: FakeEngine) -> RunRecord:
     record = ctx.ledger.get(run.run_id)
     assert record.state == RunState.DEPLOYING and record.attempts == []
     return record
+
+
+def run_answering_in(ctx: AppContext, engine: FakeEngine, answer_s: float) -> RunRecord:
+    """A trained run under a smoke-test timeout of 1 s, whose deployment will take `answer_s` seconds to answer."""
+    ctx.settings = ctx.settings.model_copy(update={"smoke_test_timeout_s": 1.0})
+    run = trained_run(ctx, engine)
+    engine.answer_seconds[deployment_name_for(run.run_id)] = answer_s
+    return run
 
 
 def test_polls_of_a_provisioning_deployment_are_not_failures_and_write_nothing(ctx: AppContext, engine: FakeEngine):
@@ -66,15 +74,10 @@ def test_max_step_attempts_failures_in_a_row_of_one_operation_fail_the_run(ctx: 
     run = provisioning_run(ctx, engine)
     engine.throttled["get_deployment"] = 3
 
-    # when the event is delivered, the first two failures are raised for redelivery
-    for attempt in (1, 2):
-        with pytest.raises(EngineError, match="too many requests"):
-            on_job_event(event_for(run.run_id))
-        assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYING, attempt
+    # when the event is delivered, the first two failures are raised for redelivery, the run still deploying
+    record = delivered_until_recorded(ctx, run.run_id, EngineError, "too many requests", RunState.DEPLOYING)
 
-    # and the third fails the run, the handler returning normally
-    on_job_event(event_for(run.run_id))
-    record = ctx.ledger.get(run.run_id)
+    # then the third fails the run, the handler returning normally
     assert record.state == RunState.FAILED
     assert record.error.code == "throttled"
     assert record.error.message == "get_deployment: too many requests, retry later (fake)"
@@ -154,9 +157,7 @@ def test_duplicated_deliveries_after_recovered_failures_repeat_nothing(ctx: AppC
 
 def test_the_smoke_test_times_out_through_the_engines_invoke_timeout(ctx: AppContext, engine: FakeEngine):
     # given a smoke-test timeout of 1 s and a deployment that takes 30 s to answer
-    ctx.settings = ctx.settings.model_copy(update={"smoke_test_timeout_s": 1.0})
-    run = trained_run(ctx, engine)
-    engine.answer_seconds[deployment_name_for(run.run_id)] = 30.0
+    run = run_answering_in(ctx, engine, 30.0)
 
     # when the job completes
     on_job_event(event_for(run.run_id))
@@ -173,9 +174,7 @@ def test_the_smoke_test_times_out_through_the_engines_invoke_timeout(ctx: AppCon
 
 def test_an_answer_within_the_timeout_passes_the_smoke_test(ctx: AppContext, engine: FakeEngine):
     # given a deployment that answers in 0.2 s, under the 1 s timeout
-    ctx.settings = ctx.settings.model_copy(update={"smoke_test_timeout_s": 1.0})
-    run = trained_run(ctx, engine)
-    engine.answer_seconds[deployment_name_for(run.run_id)] = 0.2
+    run = run_answering_in(ctx, engine, 0.2)
 
     # when the job completes
     on_job_event(event_for(run.run_id))
