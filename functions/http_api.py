@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TypeVar
 
 import azure.functions as func
@@ -12,9 +13,9 @@ from shared.api.http import CreateRunRequest
 from shared.context import get_context
 from shared.domain.errors import InvalidInput, PayloadTooLarge, describe_validation_error
 from shared.settings import get_settings
-from shared.usecases.intake import create_run
+from shared.usecases.intake import create_run, refused_repeat
 from shared.usecases.lifecycle.jobs import cancel_run
-from shared.usecases.lifecycle.rollout import restore_endpoint
+from shared.usecases.lifecycle.restore import restore_endpoint
 from shared.usecases.queries import get_run, list_endpoints, list_runs
 from shared.usecases.submission import IntakeStatus
 from shared.usecases.validation import validate_bytes
@@ -43,6 +44,8 @@ def validate_dataset(req: func.HttpRequest) -> func.HttpResponse:
 def create_run_handler(req: func.HttpRequest) -> func.HttpResponse:
     request = _json_body(req, CreateRunRequest)
     outcome, record = create_run(get_context(), request)
+    if (refusal := refused_repeat(outcome, record)) is not None:
+        return json_response({"error": {"code": "run_exists", "message": refusal}, "run": _run_json(record)}, 409)
     status = 422 if outcome.status == IntakeStatus.REJECTED else 202
     return json_response(_run_json(record), status)
 
@@ -59,8 +62,13 @@ def get_run_handler(req: func.HttpRequest) -> func.HttpResponse:
 @json_errors
 def list_runs_handler(req: func.HttpRequest) -> func.HttpResponse:
     limit = _optional_int(req, "limit")
-    records = list_runs(get_context(), state=req.params.get("state"), limit=100 if limit is None else limit)
-    return json_response({"runs": [_run_json(record) for record in records]})
+    listing = list_runs(get_context(), state=req.params.get("state"), limit=100 if limit is None else limit)
+    return json_response(
+        {
+            "runs": [_run_json(record) for record in listing.records],
+            "unreadable": [asdict(damaged) for damaged in listing.unreadable],
+        }
+    )
 
 
 @bp.function_name("cancel_run")

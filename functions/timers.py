@@ -19,8 +19,9 @@ bp = func.Blueprint()
 def sweep_idle_endpoints(timer: func.TimerRequest) -> None:
     outcome = sweep(get_context())
     logger.info(
-        "sweep_idle_endpoints%s: reconciled %s; torn down %s",
+        "sweep_idle_endpoints%s: reconciled %s; torn down %s; unreadable records %s",
         " (past due)" if timer.past_due else "",
         outcome.reconciled or "nothing",
         outcome.torn_down or "nothing",
+        outcome.unreadable or "none",
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.adapters.leases import Leases
 from shared.adapters.ledger import RunLedger
 from shared.adapters.notifications import EventGridNotifier, NoNotifier, Notifier, announce
 from shared.adapters.storage import BlobStore
@@ -52,6 +54,12 @@ class AppContext:
     def profile(self) -> EngineProfile:
         """What the configured engine implies (its base model, event topic, endpoint scope...): no engine needed."""
         return engine_profile(self.settings)
+
+    def changing_endpoint(self, name: str, *, wait_s: float | None = None) -> AbstractContextManager[None]:
+        """Hold the endpoint's lease for one change to it (ENDPOINT_LEASE_WAIT_S to get it, then EndpointBusy)."""
+        leases = Leases(self.store, self.settings.runs_container)
+        wait = self.settings.endpoint_lease_wait_s if wait_s is None else wait_s
+        return leases.hold(f"endpoints/{name}", wait_s=wait)
 
     @property
     def engine(self) -> Engine:

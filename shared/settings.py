@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices(f"{STORAGE_CONNECTION_SETTING}__clientId", "storage_client_id")
     )
     storage_retries: int = Field(3, ge=0, le=10, alias="STORAGE_RETRIES")
+    # the longest one storage call may spend retrying: the API answers 503 within seconds when storage is down
+    storage_retry_budget_s: float = Field(4.0, gt=0, le=60, alias="STORAGE_RETRY_BUDGET_S")
+    # how long a change to an endpoint waits for another run's change to it (then it is delivered again)
+    endpoint_lease_wait_s: float = Field(60.0, ge=0, le=600, alias="ENDPOINT_LEASE_WAIT_S")
     datasets_container: str = Field("datasets", alias="DATASETS_CONTAINER")
     runs_container: str = Field("runs", alias="RUNS_CONTAINER")
     prepared_prefix: str = Field("prepared/", alias="PREPARED_PREFIX")

@@ -2,7 +2,11 @@
 
 Layout in the runs container:
   records/<run_id>.json     the RunRecord
+  kept/<run_id>.json        the last version of it that was written whole: what `autopilot runs repair` restores
   receipts/<key>.json       "this upload (name + ETag) was already handled as run X": a fast path for redeliveries
+
+A record that does not parse is contained: reading it raises RecordUnreadable (one run's trouble), and listings
+skip it and name it in `RunListing.unreadable`, so one damaged blob never stops the API or the sweep.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import orjson
+from pydantic import ValidationError
 
 from shared.adapters.storage import BlobNotFound, BlobStore, ETagMismatch
-from shared.domain.errors import ConcurrentUpdate, RunNotFound
+from shared.domain.errors import AutopilotError, ConcurrentUpdate, RecordUnreadable, RunNotFound
 from shared.domain.runs import RunRecord, RunState
 
 logger = logging.getLogger(__name__)
 
 RECORDS = "records/"
+KEPT = "kept/"
 RECEIPTS = "receipts/"
 MAX_WRITE_ATTEMPTS = 50
 
@@ -29,6 +36,30 @@ MAX_WRITE_ATTEMPTS = 50
 RecordChange = Callable[[RunRecord], RunRecord | None]
 # Told of every transition a `transition` call made (the record before, and after): notifications hang here.
 TransitionHook = Callable[[RunRecord, RunRecord], None]
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    run_id: str
+    blob: str
+    error: str  # why it does not parse, in one line
+
+
+@dataclass(frozen=True)
+class RunListing:
+    records: list[RunRecord]
+    unreadable: list[UnreadableRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DamagedRecord:
+    """What `repair` shows: the stored bytes as they are, why they do not parse, and the kept copy if any."""
+
+    run_id: str
+    raw: bytes
+    etag: str
+    error: str | None  # None: the record parses, nothing to repair
+    kept: RunRecord | None
 
 
 class RunLedger:
@@ -59,6 +90,7 @@ class RunLedger:
                 if_absent=True,
                 content_type="application/json",
             )
+            self._keep(record)
             logger.info("run %s created", record.run_id, extra={"run_id": record.run_id})
             return record, True
         except ETagMismatch:
@@ -82,6 +114,7 @@ class RunLedger:
                     if_match=etag,
                     content_type="application/json",
                 )
+                self._keep(changed)
                 return changed
             except ETagMismatch:
                 logger.debug("run %s: concurrent update, retrying (%d)", run_id, attempt + 1, extra={"run_id": run_id})
@@ -104,41 +137,118 @@ class RunLedger:
         return after
 
     def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
-        """Records, newest first, optionally of one state."""
-        records = [record for record in self._all() if state is None or record.state == state]
-        records.sort(key=lambda record: record.created_at, reverse=True)
-        return records[:limit]
+        """Records, newest first, optionally of one state; unreadable ones are left out (see `listing`)."""
+        return self.listing(state=state, limit=limit).records
 
-    def receipt(self, key: str) -> str | None:
-        """The run id recorded for an upload key (container/name@etag), if any."""
-        try:
-            data, _ = self._store.read(self._container, _receipt_blob(key))
-        except BlobNotFound:
-            return None
-        return orjson.loads(data)["run_id"]
-
-    def add_receipt(self, key: str, run_id: str) -> None:
-        body = orjson.dumps({"key": key, "run_id": run_id})
-        self._store.write(self._container, _receipt_blob(key), body, content_type="application/json")
-
-    def _all(self) -> Iterator[RunRecord]:
+    def listing(self, *, state: RunState | None = None, limit: int = 100) -> RunListing:
+        """Records, newest first, optionally of one state, and the records that could not be read."""
+        records, unreadable = [], []
         for name in self._store.list_names(self._container, RECORDS):
             try:
                 data, _ = self._store.read(self._container, name)
             except BlobNotFound:
                 continue  # deleted while listing
-            yield RunRecord.model_validate_json(data)
+            run_id = name.removeprefix(RECORDS).removesuffix(".json")
+            try:
+                record = _decode(run_id, data)
+            except RecordUnreadable as exc:
+                logger.debug("%s", exc.message, extra={"run_id": run_id})
+                unreadable.append(UnreadableRecord(run_id=run_id, blob=f"{self._container}/{name}", error=exc.message))
+                continue
+            if state is None or record.state == state:
+                records.append(record)
+        records.sort(key=lambda record: record.created_at, reverse=True)
+        return RunListing(records=records[:limit], unreadable=unreadable)
+
+    def inspect(self, run_id: str) -> DamagedRecord:
+        """The stored record as bytes, whether it parses, and the kept copy: what a repair needs to decide."""
+        try:
+            raw, etag = self._store.read(self._container, _record_blob(run_id))
+        except BlobNotFound as exc:
+            raise RunNotFound(f"no run {run_id}") from exc
+        try:
+            _decode(run_id, raw)
+            error = None
+        except RecordUnreadable as exc:
+            error = exc.message
+        return DamagedRecord(run_id=run_id, raw=raw, etag=etag, error=error, kept=self._kept(run_id))
+
+    def restore_kept(self, damaged: DamagedRecord) -> RunRecord:
+        """Put the kept copy back over the damaged record, only if the record is still the one inspected."""
+        if damaged.kept is None:
+            raise RunNotFound(f"run {damaged.run_id}: no kept copy to restore", code="kept_copy_not_found")
+        self._store.write(
+            self._container,
+            _record_blob(damaged.run_id),
+            _encode(damaged.kept),
+            if_match=damaged.etag,
+            content_type="application/json",
+        )
+        logger.warning("run %s: record restored from its kept copy", damaged.run_id, extra={"run_id": damaged.run_id})
+        return damaged.kept
+
+    def receipt(self, key: str) -> str | None:
+        """The run id recorded for an upload key (container/name@etag), if any. A receipt is only a fast path:
+        one that does not parse counts as none, and the upload is handled the slow way."""
+        try:
+            data, _ = self._store.read(self._container, _receipt_blob(key))
+        except BlobNotFound:
+            return None
+        try:
+            return str(orjson.loads(data)["run_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            logger.warning("receipt for %s is unreadable (%s): ignored", key, type(exc).__name__)
+            return None
+
+    def add_receipt(self, key: str, run_id: str) -> None:
+        body = orjson.dumps({"key": key, "run_id": run_id})
+        self._store.write(self._container, _receipt_blob(key), body, content_type="application/json")
 
     def _read(self, run_id: str) -> tuple[RunRecord, str]:
         try:
             data, etag = self._store.read(self._container, _record_blob(run_id))
         except BlobNotFound as exc:
             raise RunNotFound(f"no run {run_id}") from exc
-        return RunRecord.model_validate_json(data), etag
+        return _decode(run_id, data), etag
+
+    def _keep(self, record: RunRecord) -> None:
+        """A copy of what was just written whole. Written after the record, so it is never ahead of it; a lost
+        copy write leaves the previous good version, which is still a good one to restore."""
+        try:
+            self._store.write(
+                self._container, _kept_blob(record.run_id), _encode(record), content_type="application/json"
+            )
+        except AutopilotError as exc:
+            logger.warning(
+                "run %s: kept copy not written: %s", record.run_id, exc.message, extra={"run_id": record.run_id}
+            )
+
+    def _kept(self, run_id: str) -> RunRecord | None:
+        try:
+            data, _ = self._store.read(self._container, _kept_blob(run_id))
+            return _decode(run_id, data)
+        except (BlobNotFound, RecordUnreadable):
+            return None
 
 
 def _record_blob(run_id: str) -> str:
     return f"{RECORDS}{run_id}.json"
+
+
+def _kept_blob(run_id: str) -> str:
+    return f"{KEPT}{run_id}.json"
+
+
+def _decode(run_id: str, data: bytes) -> RunRecord:
+    try:
+        return RunRecord.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"msg": str(exc), "loc": ()}
+        where = ".".join(map(str, first["loc"]))
+        raise RecordUnreadable(
+            f"run {run_id}: its record does not parse ({where + ': ' if where else ''}{first['msg']}, "
+            f"{len(data)} bytes); `autopilot runs repair {run_id}` shows it and restores the kept copy"
+        ) from exc
 
 
 def _receipt_blob(key: str) -> str:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import IO, TypedDict
+from datetime import datetime
+from typing import IO, Any, TypedDict
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
+from azure.core.pipeline import PipelineRequest
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
 from shared.domain.errors import AutopilotError, NotFound, StorageUnavailable
 from shared.settings import STORAGE_CONNECTION_SETTING, Settings
@@ -23,6 +27,8 @@ from shared.settings import STORAGE_CONNECTION_SETTING, Settings
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
+CONNECT_TIMEOUT_S = 3
+MIN_RETRY_WAIT_S = 0.05
 
 
 class BlobNotFound(NotFound):
@@ -48,6 +54,27 @@ class _ClientOptions(TypedDict):
     connection_timeout: int
 
 
+class BudgetedRetry(ExponentialRetry):
+    """The SDK's exponential retry, within a time budget for the whole call: a retry that would end past it is not
+    made, and the last wait is cut to what is left. The count alone let three retries of one call stack to 17 s."""
+
+    def __init__(self, *, budget_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.budget_s = budget_s
+
+    def configure_retries(self, request: PipelineRequest) -> dict[str, Any]:
+        settings = super().configure_retries(request)
+        settings["deadline"] = time.monotonic() + self.budget_s
+        return settings
+
+    def increment(self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None) -> bool:
+        retry = super().increment(settings, request, response=response, error=error)
+        return retry and settings["deadline"] - time.monotonic() > MIN_RETRY_WAIT_S
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        return max(0.0, min(super().get_backoff_time(settings), settings["deadline"] - time.monotonic()))
+
+
 class _Unmodified(TypedDict, total=False):
     """The keywords of a read or write that must find the blob at this ETag; empty: unconditional."""
 
@@ -61,6 +88,23 @@ class BlobInfo:
     name: str
     etag: str
     size: int
+    last_modified: datetime | None = None
+
+
+class HeldLease:
+    """A lease this process holds on a blob: renewed while a change runs, released when it ends."""
+
+    def __init__(self, what: str, client: BlobLeaseClient) -> None:
+        self._what = what
+        self._client = client
+
+    def renew(self) -> None:
+        with _mapped_errors(self._what):
+            self._client.renew()
+
+    def release(self) -> None:
+        with _mapped_errors(self._what):
+            self._client.release()
 
 
 class BlobStore:
@@ -73,10 +117,14 @@ class BlobStore:
             "max_single_get_size": CHUNK_BYTES,
             "max_chunk_get_size": CHUNK_BYTES,
             # The SDK's default backoff (15 s, then 18, 24) outlasts an HTTP request; the platform retries anyway.
-            "retry_policy": ExponentialRetry(
-                initial_backoff=1, increment_base=2, retry_total=settings.storage_retries, random_jitter_range=1
+            "retry_policy": BudgetedRetry(
+                budget_s=settings.storage_retry_budget_s,
+                initial_backoff=0.5,
+                increment_base=2,
+                retry_total=settings.storage_retries,
+                random_jitter_range=0.5,
             ),
-            "connection_timeout": 10,
+            "connection_timeout": CONNECT_TIMEOUT_S,
         }
         if settings.storage_connection_string is not None:
             secret = settings.storage_connection_string.get_secret_value()
@@ -102,7 +150,9 @@ class BlobStore:
     def info(self, container: str, name: str) -> BlobInfo:
         with _mapped_errors(f"{container}/{name}"):
             props = self._service.get_blob_client(container, name).get_blob_properties()
-        return BlobInfo(container=container, name=name, etag=props.etag, size=props.size)
+        return BlobInfo(
+            container=container, name=name, etag=props.etag, size=props.size, last_modified=props.last_modified
+        )
 
     def iter_chunks(self, container: str, name: str, *, etag: str | None = None) -> Iterator[bytes]:
         """Stream the blob in chunks of about 4 MiB; with `etag`, fail rather than read a newer version."""
@@ -140,6 +190,24 @@ class BlobStore:
     def list_names(self, container: str, prefix: str | None = None) -> Iterator[str]:
         with _mapped_errors(container):
             yield from self._service.get_container_client(container).list_blob_names(name_starts_with=prefix)
+
+    def try_lease(self, container: str, name: str, duration_s: int) -> HeldLease | None:
+        """Take the lease on `name` (an empty blob, made when missing) for `duration_s` (15-60 s); None when
+        someone else holds it."""
+        what = f"{container}/{name}"
+        blob = self._service.get_blob_client(container, name)
+        with _mapped_errors(what):
+            if not blob.exists():
+                with suppress(ResourceExistsError):  # made meanwhile, or leased already: either way it exists
+                    blob.upload_blob(b"", overwrite=False)
+            client = BlobLeaseClient(blob)
+            try:
+                client.acquire(lease_duration=duration_s)
+            except HttpResponseError as exc:
+                if exc.status_code == 409:  # LeaseAlreadyPresent
+                    return None
+                raise
+        return HeldLease(what, client)
 
     def delete(self, container: str, name: str) -> None:
         with _mapped_errors(f"{container}/{name}"), suppress(ResourceNotFoundError):

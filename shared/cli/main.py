@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import ValidationError
 
+from shared.cli.common import EXIT_INVALID, EXIT_USAGE, EXIT_VALID
+from shared.cli.common import settings_or_none as _settings
+from shared.cli.runs import add_runs_commands
+
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 CHUNK_BYTES = 4 * 1024 * 1024
 PROGRESS_EVERY_BYTES = 64 * 1024 * 1024
 
@@ -100,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     for action, text in (("key", "print the primary key"), ("delete", "delete the endpoint and its deployments")):
         endpoint_commands.add_parser(action, help=text).add_argument("name")
     endpoints.set_defaults(run=_endpoints)
+    add_runs_commands(commands)
     return parser
 
 
@@ -282,18 +286,6 @@ def _print_endpoints(endpoints) -> None:
         idle = f"{(now - last).total_seconds() / 60:.0f}" if last else "-"
         traffic = ",".join(f"{name}={weight}" for name, weight in endpoint.traffic.items()) or "-"
         print(f"{endpoint.name:<32} {endpoint.request_count:>8} {idle:>8}  {traffic:<28} {endpoint.scoring_uri}")
-
-
-def _settings(**overrides):
-    from shared.settings import Settings, get_settings
-
-    try:
-        base = get_settings()
-        given = {key: value for key, value in overrides.items() if value is not None or key == "local_events_webhook"}
-        return Settings.model_validate({**base.model_dump(), **given}) if given else base
-    except (ValidationError, ValueError) as exc:
-        print(f"autopilot: invalid settings: {exc}", file=sys.stderr)
-        return None
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from shared.devhost.replies import Reply
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's request limit (Consumption)
+LISTEN_BACKLOG = 128  # connections the kernel queues before the server accepts them
+WORKER_THREADS = 32  # requests served at once; more wait, accepted, for a free worker
+IDLE_CONNECTION_S = 15  # a kept-alive connection that sends nothing for this long gives its worker back
 
 Handle = Callable[[str, str, Mapping[str, str], bytes], Reply]  # (method, target, lower-cased headers, body)
 
@@ -81,6 +85,7 @@ def _target(environ: WSGIEnvironment) -> str:
 
 class _QuietHandler(WSGIRequestHandler):
     server_version = "ft-autopilot-devhost"  # a class attribute: it shadows werkzeug's property the same way
+    timeout = IDLE_CONNECTION_S
 
     def log(self, type: str, message: str, *args: Any) -> None:
         # The request line may carry ?code=<key>: log the path only, and only at DEBUG.
@@ -88,13 +93,37 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("%s %s (%s)", getattr(self, "command", None) or "-", path, type)
 
 
-class _Server(ThreadedWSGIServer):
+class _Server(BaseWSGIServer):
+    """werkzeug's server with a bounded pool of worker threads (werkzeug's own starts a thread a connection):
+    connections beyond the pool wait their turn, accepted, instead of being reset."""
+
+    multithread = True  # werkzeug then speaks HTTP/1.1, as its threaded server does
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="devhost-http")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._workers.submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
     def log(self, type: str, message: str, *args: Any) -> None:
         logger.log(logging.ERROR if type == "error" else logging.DEBUG, message, *args)
 
 
 def make_http_server(port: int, handle: Handle) -> BaseWSGIServer:
-    """A threaded server bound to 127.0.0.1:`port` (0: any free port), not yet serving; OSError if it cannot bind."""
+    """A server bound to 127.0.0.1:`port` (0: any free port), not yet serving; OSError if it cannot bind."""
     # Bound here, not by werkzeug: werkzeug answers a failed bind with sys.exit.
-    with socket.create_server((HOST, port), backlog=128) as listener:
+    with socket.create_server((HOST, port), backlog=LISTEN_BACKLOG) as listener:
         return _Server(HOST, listener.getsockname()[1], wsgi_app(handle), handler=_QuietHandler, fd=listener.fileno())

@@ -45,6 +45,14 @@ class RunNotFound(NotFound):
     code = "run_not_found"
 
 
+class RecordUnreadable(AutopilotError):
+    """A stored record (a run, a receipt) is there but does not parse: damaged, or written by something else.
+    Not retried: `autopilot runs repair` shows it and restores the kept copy."""
+
+    code = "run_record_unreadable"
+    http_status = 500
+
+
 class InvalidTransition(AutopilotError):
     """A run was asked to move to a state its current state does not lead to."""
 

@@ -15,8 +15,41 @@ class GatePolicy:
     require_base_eval: bool = True
 
 
+@dataclass(frozen=True)
+class ChampionCheck:
+    holds: bool
+    reason: str
+
+
+def against_champion(
+    eval_loss: float, policy: GatePolicy, *, champion: str, champion_eval_loss: float, champion_is_newer: bool
+) -> ChampionCheck:
+    """Does the challenger hold up against the champion? Within GATE_CHAMPION_TOLERANCE, when the champion comes from
+    an older upload; when it comes from a newer one, only by beating it: newer data wins unless the older run is
+    better (a late run whose completion was delayed must not displace a newer champion on a tie)."""
+    if champion_is_newer:
+        beats = eval_loss < champion_eval_loss
+        return ChampionCheck(
+            beats,
+            f"eval loss {eval_loss:.4f} {'<' if beats else '>='} {champion_eval_loss:.4f} "
+            f"(champion {champion} is from a newer upload: an older run must beat it)",
+        )
+    allowed = champion_eval_loss * (1 + policy.champion_tolerance)
+    holds_up = eval_loss <= allowed
+    return ChampionCheck(
+        holds_up,
+        f"eval loss {eval_loss:.4f} {'<=' if holds_up else '>'} {allowed:.4f} "
+        f"(champion {champion} {champion_eval_loss:.4f} plus {policy.champion_tolerance:.0%})",
+    )
+
+
 def quality_gate(
-    metrics: RunMetrics, policy: GatePolicy, *, champion: str | None = None, champion_eval_loss: float | None = None
+    metrics: RunMetrics,
+    policy: GatePolicy,
+    *,
+    champion: str | None = None,
+    champion_eval_loss: float | None = None,
+    champion_is_newer: bool = False,
 ) -> GateResult:
     reasons: list[str] = []
     passed = True
@@ -45,13 +78,15 @@ def quality_gate(
             f"(base {metrics.base_eval_loss:.4f} less {policy.min_improvement:.0%})"
         )
     if champion_eval_loss is not None:
-        allowed = champion_eval_loss * (1 + policy.champion_tolerance)
-        holds_up = metrics.eval_loss <= allowed
-        passed &= holds_up
-        reasons.append(
-            f"eval loss {metrics.eval_loss:.4f} {'<=' if holds_up else '>'} {allowed:.4f} "
-            f"(champion {champion} {champion_eval_loss:.4f} plus {policy.champion_tolerance:.0%})"
+        check = against_champion(
+            metrics.eval_loss,
+            policy,
+            champion=champion or "?",
+            champion_eval_loss=champion_eval_loss,
+            champion_is_newer=champion_is_newer,
         )
+        passed &= check.holds
+        reasons.append(check.reason)
     else:
         reasons.append("no champion yet")
     return GateResult(passed=passed, reasons=reasons, champion=champion, champion_eval_loss=champion_eval_loss)

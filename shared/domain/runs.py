@@ -34,6 +34,7 @@ class RunState(StrEnum):
     DEPLOYING = "deploying"
     DEPLOYED = "deployed"
     ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"
     TORN_DOWN = "torn_down"
 
 
@@ -47,19 +48,28 @@ NEXT_STATES: dict[RunState, frozenset[RunState]] = {
     S.RUNNING: frozenset({S.TRAINED, S.FAILED, S.CANCELED}),
     S.TRAINED: frozenset({S.GATED_OUT, S.REGISTERED, S.FAILED}),
     S.REGISTERED: frozenset({S.DEPLOYING, S.FAILED}),
-    S.DEPLOYING: frozenset({S.DEPLOYED, S.ROLLED_BACK, S.FAILED}),
-    S.DEPLOYED: frozenset({S.TORN_DOWN}),
+    # deploying -> superseded: a newer run became champion meanwhile and this one does not beat it
+    S.DEPLOYING: frozenset({S.DEPLOYED, S.ROLLED_BACK, S.SUPERSEDED, S.FAILED}),
+    # deployed -> superseded: a later shift on the endpoint retired this run's deployment
+    S.DEPLOYED: frozenset({S.TORN_DOWN, S.SUPERSEDED}),
     S.TORN_DOWN: frozenset({S.DEPLOYING}),  # restore
     S.REJECTED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELED: frozenset(),
     S.GATED_OUT: frozenset(),
     S.ROLLED_BACK: frozenset(),
+    S.SUPERSEDED: frozenset(),
 }
 TERMINAL_STATES = frozenset(state for state, following in NEXT_STATES.items() if not following)
 
 
-class Transition(BaseModel):
+class Frozen(BaseModel):
+    """The record's parts are values: changed by copying (`model_copy`), never in place."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class Transition(Frozen):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     at: datetime
@@ -68,14 +78,12 @@ class Transition(BaseModel):
     reason: str
 
 
-class Attempt(BaseModel):
+class Attempt(Frozen):
     """A try of one engine operation that failed in a way worth retrying (the platform retried, or will).
 
     `operation` names the call within its stage (create_deployment, get_deployment ...); records written before
     operations were named have "". `resolved_at` is set when that operation next succeeded: from then on the failure
     is history and no longer counts against the operation's tries."""
-
-    model_config = ConfigDict(frozen=True)
 
     at: datetime
     stage: str
@@ -89,36 +97,29 @@ class Attempt(BaseModel):
         return self.resolved_at is None and self.stage == stage and self.operation == operation
 
 
-class RunError(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class RunError(Frozen):
     code: str
     message: str
 
 
-class RunWarning(BaseModel):
+class RunWarning(Frozen):
     """Something the run went on with that its owner should know (e.g. base-model defaults left out)."""
 
-    model_config = ConfigDict(frozen=True)
-
     code: str
     message: str
 
 
-class DatasetRef(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class DatasetRef(Frozen):
     container: str
     blob: str
     sha256: str
     size_bytes: int
     etag: str | None = None
+    uploaded_at: datetime | None = None  # the blob's last-modified time when it was taken in
 
 
-class RunArtifacts(BaseModel):
+class RunArtifacts(Frozen):
     """Where a run's outputs live, as `container/path` blob names."""
-
-    model_config = ConfigDict(frozen=True)
 
     report_json: str | None = None
     report_md: str | None = None
@@ -128,9 +129,7 @@ class RunArtifacts(BaseModel):
     training_report: str | None = None  # Markdown summary of the metrics review
 
 
-class ValidationSummary(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ValidationSummary(Frozen):
     valid: bool
     rows: int
     train_rows: int
@@ -139,10 +138,8 @@ class ValidationSummary(BaseModel):
     warning_counts: dict[str, int]
 
 
-class RunMetrics(BaseModel):
+class RunMetrics(Frozen):
     """The job's metrics as reviewed after training; losses on the prepared test split."""
-
-    model_config = ConfigDict(frozen=True)
 
     train_loss: float | None = None
     eval_loss: float | None = None
@@ -151,26 +148,20 @@ class RunMetrics(BaseModel):
     mean_token_accuracy: float | None = None
 
 
-class GateResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class GateResult(Frozen):
     passed: bool
     reasons: list[str]
     champion: str | None = None  # "name:version" compared against, if any
     champion_eval_loss: float | None = None
 
 
-class ModelVersion(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ModelVersion(Frozen):
     name: str
     version: str
 
 
-class EndpointRef(BaseModel):
+class EndpointRef(Frozen):
     """Where the run's model is (or was) served. Never a key: clients ask the engine for those."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     deployment: str
@@ -178,18 +169,14 @@ class EndpointRef(BaseModel):
     previous_deployment: str | None = None
 
 
-class SmokeTestResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class SmokeTestResult(Frozen):
     passed: bool
     seconds: float
     answer: str | None = None  # the first characters of the answer
     error: str | None = None
 
 
-class RunRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class RunRecord(Frozen):
     run_id: str
     state: RunState
     created_at: datetime
@@ -215,6 +202,12 @@ class RunRecord(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        """Which of two runs is newer: the upload's time (the record's, for runs from before it was kept), then the
+        run id. Promotion goes by this, never by which run happened to register or finish first."""
+        return (self.dataset.uploaded_at or self.created_at, self.run_id)
 
 
 def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: str, salt: str = "") -> str:

@@ -81,7 +81,14 @@ def intake_dataset(
     with SplitSpool() as spool:
         options = validation_options(ctx.settings, parameters=parameters)
         report = _validate_into(ctx, spool, container, name, blob.etag, options)
-        dataset = DatasetRef(container=container, blob=name, sha256=report.sha256, size_bytes=blob.size, etag=blob.etag)
+        dataset = DatasetRef(
+            container=container,
+            blob=name,
+            sha256=report.sha256,
+            size_bytes=blob.size,
+            etag=blob.etag,
+            uploaded_at=blob.last_modified,
+        )
         return _take_in(ctx, report, dataset, [source], parameters, force, spool, receipt_key)
 
 
@@ -106,6 +113,7 @@ def intake_train_test(
             sha256=report.sha256,
             size_bytes=train_blob.size + test_blob.size,
             etag=train_blob.etag,
+            uploaded_at=max(filter(None, (train_blob.last_modified, test_blob.last_modified)), default=None),
         )
         sources = [f"{container}/{train}", f"{container}/{test}"]
         return _take_in(ctx, report, dataset, sources, parameters, force, spool, None)
@@ -131,6 +139,21 @@ def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcom
         outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
     assert outcome.run_id is not None  # only an ignored upload has none, and both names were checked above
     return outcome, ctx.ledger.get(outcome.run_id)
+
+
+ENDED_WITHOUT_MODEL = frozenset({RunState.FAILED, RunState.CANCELED})
+
+
+def refused_repeat(outcome: IntakeOutcome, record: RunRecord) -> str | None:
+    """Why an ad-hoc request for content whose run already ended failed (or canceled) starts nothing: the answer
+    must not read as if it had started. None when the request took (or is still taking) its course."""
+    if outcome.status != IntakeStatus.DUPLICATE or record.state not in ENDED_WITHOUT_MODEL:
+        return None
+    why = f" ({record.error.code}: {record.error.message})" if record.error else ""
+    return (
+        f"run {record.run_id} for this content and these parameters exists and ended {record.state}{why}; "
+        'nothing was started: send the request again with "force": true to start a new run'
+    )
 
 
 def _validate_into(

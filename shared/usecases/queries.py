@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.adapters.ledger import RunListing
 from shared.api.http import EndpointView
 from shared.context import AppContext
 from shared.domain.errors import InvalidInput
@@ -18,12 +19,13 @@ def get_run(ctx: AppContext, run_id: str) -> RunRecord:
     return ctx.ledger.get(run_id)
 
 
-def list_runs(ctx: AppContext, *, state: str | None = None, limit: int = 100) -> list[RunRecord]:
+def list_runs(ctx: AppContext, *, state: str | None = None, limit: int = 100) -> RunListing:
+    """The runs, newest first, and the records that could not be read (named, never raised)."""
     if state is not None and state not in RunState.__members__.values():
         raise InvalidInput(f"unknown state {state!r}; one of: {', '.join(RunState)}")
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
-    return ctx.ledger.list(state=RunState(state) if state else None, limit=limit)
+    return ctx.ledger.listing(state=RunState(state) if state else None, limit=limit)
 
 
 def list_endpoints(ctx: AppContext) -> list[EndpointView]:

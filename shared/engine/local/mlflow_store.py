@@ -2,6 +2,8 @@
 
     <state>/mlflow/mlflow.db        runs, params, metrics, logged models, registered models
     <state>/mlflow/artifacts/       every artifact (never ./mlruns)
+    <state>/mlflow/.init.lock       held while the first process to open the store creates its tables
+    <state>/mlflow/.ready           the tables exist: later processes skip the lock
 
 The training worker logs one run per job; the registry (registry.py) registers the models those runs logged.
 mlflow is imported inside the functions: importing it costs about a second.
@@ -9,6 +11,7 @@ mlflow is imported inside the functions: importing it costs about a second.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 
@@ -34,7 +37,32 @@ def configure_mlflow(state_dir: Path, experiment_name: str = DEFAULT_EXPERIMENT)
     uri = tracking_uri(state_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _initialize_once(root, experiment_name)
     mlflow.set_experiment(experiment_id=experiment_id(experiment_name))
+
+
+def _initialize_once(root: Path, experiment_name: str) -> None:
+    """Create the store's tables once per state folder, under a file lock. Two first jobs that opened a fresh
+    store at once both ran its schema migrations, and one failed ("Online migration expected to match one row")."""
+    ready = root / ".ready"
+    if ready.exists():
+        return
+    with open(root / ".init.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not ready.exists():
+                experiment_id(experiment_name)  # opens the tracking store: creates and migrates the tables
+                _open_registry()
+                ready.touch()
+                logger.info("MLflow store initialized under %s", root)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _open_registry() -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().search_registered_models(max_results=1)
 
 
 def experiment_id(name: str) -> str:

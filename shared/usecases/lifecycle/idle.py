@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from shared.adapters.leases import EndpointBusy
 from shared.context import AppContext
 from shared.domain.idle import entered, idle_minutes, last_activity
-from shared.domain.naming import endpoint_name_for
 from shared.domain.runs import (
     RunState,
     advance_from,
 )
+from shared.usecases.lifecycle.steps import deploying_to
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +43,34 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         )
         if minutes is None:
             continue
-        ctx.engine.delete_endpoint(endpoint.name)
         reason = f"endpoint {endpoint.name} idle for {minutes:.1f} min: torn down; the model is kept for restore"
-        for record in serving:
-            ctx.ledger.transition(record.run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
-        logger.info("%s", reason)
-        torn_down.append(endpoint.name)
+        if _tear_down(ctx, endpoint.name, [record.run_id for record in serving], reason):
+            torn_down.append(endpoint.name)
     return torn_down
+
+
+def _tear_down(ctx: AppContext, endpoint_name: str, serving: list[str], reason: str) -> bool:
+    """Delete the endpoint under its lease, without waiting for it: an endpoint that another run is changing is in
+    use, and a run that began deploying to it since the listing above keeps it."""
+    try:
+        with ctx.changing_endpoint(endpoint_name, wait_s=0):
+            if endpoint_name in _endpoints_being_deployed(ctx):
+                logger.info("endpoint %s: a run began deploying to it; not torn down", endpoint_name)
+                return False
+            ctx.engine.delete_endpoint(endpoint_name)
+            now = ctx.now()
+            for run_id in serving:
+                ctx.ledger.transition(run_id, advance_from(RunState.DEPLOYED, RunState.TORN_DOWN, reason, now))
+    except EndpointBusy:
+        logger.info("endpoint %s is being changed by a run: not idle, not torn down this time", endpoint_name)
+        return False
+    logger.info("%s", reason)
+    return True
 
 
 def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
     """Endpoints a run is deploying to right now: never idle, whatever their request count says."""
     busy = set()
     for state in (RunState.REGISTERED, RunState.DEPLOYING):
-        for record in ctx.ledger.list(state=state, limit=1000):
-            if record.endpoint is not None:
-                busy.add(record.endpoint.name)
-            elif record.model is not None:
-                busy.add(endpoint_name_for(record.model.name, ctx.profile.endpoint_scope))
+        busy |= {name for record in ctx.ledger.list(state=state, limit=1000) if (name := deploying_to(ctx, record))}
     return busy

@@ -15,7 +15,7 @@ from shared.domain.runs import (
     advance_from,
 )
 from shared.domain.tags import CHAMPION, RUN_TAG
-from shared.usecases.lifecycle.steps import attempt, model_name_for
+from shared.usecases.lifecycle.steps import attempt, champion_is_newer, float_tag, model_name_for
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     artifacts = _write_training_report(ctx, record, metrics, job_metrics.loss_curve)
     model_name = model_name_for(ctx, record)
     champion = attempt(ctx, record, "review", "get_model", lambda: engine.get_model(model_name, alias=CHAMPION))
-    champion_loss = _float_tag(champion.tags.get("eval_loss")) if champion else None
+    champion_loss = float_tag(champion.tags.get("eval_loss")) if champion else None
     policy = GatePolicy(
         ctx.settings.gate_min_improvement,
         ctx.settings.gate_champion_tolerance,
@@ -45,6 +45,7 @@ def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         policy,
         champion=f"{champion.name}:{champion.version}" if champion else None,
         champion_eval_loss=champion_loss,
+        champion_is_newer=champion is not None and champion_is_newer(ctx, record, champion),
     )
     logger.info(
         "run %s gate %s: %s",
@@ -140,10 +141,3 @@ def _training_markdown(record: RunRecord, metrics: RunMetrics) -> str:
             "",
         ]
     )
-
-
-def _float_tag(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

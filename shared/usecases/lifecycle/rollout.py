@@ -1,5 +1,5 @@
-"""Blue/green rollout: a deployment at 0%, the smoke test pinned to it, the traffic shift and the champion
-alias; or the rollback. Also the restore of a torn-down endpoint.
+"""Blue/green rollout: a deployment at 0%, the smoke test pinned to it, then the traffic shift (shift.py), or the
+rollback. Every change to the endpoint happens under its lease.
 """
 
 from __future__ import annotations
@@ -7,18 +7,16 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from functools import partial
 
 import orjson
 
 from shared.context import AppContext
-from shared.domain.errors import AutopilotError, InvalidInput, NotFound
+from shared.domain.errors import AutopilotError
 from shared.domain.idle import entered
-from shared.domain.naming import deployment_name_for, endpoint_name_for, is_resource_name
+from shared.domain.naming import deployment_name_for, endpoint_name_for
 from shared.domain.redaction import redact_secrets
 from shared.domain.runs import (
     EndpointRef,
-    ModelVersion,
     RunError,
     RunRecord,
     RunState,
@@ -26,23 +24,28 @@ from shared.domain.runs import (
     advance_from,
 )
 from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
-from shared.domain.tags import CHAMPION, MANAGED_TAG
-from shared.domain.traffic import shifted_traffic, to_retire
+from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef, ScoringRequest
+from shared.usecases.lifecycle.shift import shift_traffic
 from shared.usecases.lifecycle.steps import attempt, dataset_lines
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_LOG_LINES = 100
-
-
 DEPLOYMENT_LOG_CHARS = 4000  # the end of a failed deployment's log kept on the run
-
-
 SCORING_TIMEOUT = "scoring_timeout"  # the EngineError code of an invoke that got no answer within its timeout_s
 
 
 def deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
+    """A new deployment at 0%, under the endpoint's lease (one change to an endpoint at a time)."""
+    registered = record.model
+    assert registered is not None  # set on the transition to registered
+    with ctx.changing_endpoint(endpoint_name_for(registered.name, ctx.profile.endpoint_scope)):
+        current = ctx.ledger.get(record.run_id)
+        return _deploy(ctx, current) if current.state == RunState.REGISTERED else current  # else: a duplicate did
+
+
+def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
     engine, run_id, registered = ctx.engine, record.run_id, record.model
     assert registered is not None  # set on the transition to registered
     endpoint_name = endpoint_name_for(registered.name, ctx.profile.endpoint_scope)
@@ -114,29 +117,7 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             RunError(code="smoke_test_failed", message=result.error or "no answer"),
             smoke_test=result,
         )
-    traffic = shifted_traffic(ref.deployment, ref.previous_deployment, ctx.settings.keep_previous_deployment)
-    endpoint = attempt(ctx, record, "shift", "set_traffic", lambda: engine.set_traffic(ref.name, traffic))
-    for name in to_retire(traffic, endpoint.traffic):
-        # one operation per deployment: deleting one must not clear the failures of deleting another
-        attempt(ctx, record, "retire", f"delete_deployment {name}", partial(engine.delete_deployment, ref.name, name))
-    attempt(
-        ctx,
-        record,
-        "promote",
-        "set_model_alias",
-        lambda: engine.set_model_alias(ModelRef(name=registered.name, version=registered.version), CHAMPION),
-    )
-    return ctx.ledger.transition(
-        run_id,
-        advance_from(
-            RunState.DEPLOYING,
-            RunState.DEPLOYED,
-            f"smoke test passed in {result.seconds:.1f} s; 100% traffic on {ref.deployment}",
-            ctx.now(),
-            smoke_test=result,
-            endpoint=ref.model_copy(update={"scoring_uri": endpoint.scoring_uri}),
-        ),
-    )
+    return shift_traffic(ctx, record, result)
 
 
 def _roll_back_failed_deployment(
@@ -156,17 +137,26 @@ def _roll_back_failed_deployment(
 
 
 def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError, **changes: object) -> RunRecord:
-    """Delete the new deployment and end the run rolled_back; the traffic stays where it was."""
+    """Delete the new deployment and end the run rolled_back, under the endpoint's lease; the traffic stays where it
+    was (this run's deployment never had any)."""
     ref = record.endpoint
     assert ref is not None  # set on the transition to deploying
-    attempt(
-        ctx, record, "rollback", "delete_deployment", lambda: ctx.engine.delete_deployment(ref.name, ref.deployment)
-    )
-    kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
-    return ctx.ledger.transition(
-        record.run_id,
-        advance_from(RunState.DEPLOYING, RunState.ROLLED_BACK, reason + kept, ctx.now(), error=error, **changes),
-    )
+    with ctx.changing_endpoint(ref.name):
+        current = ctx.ledger.get(record.run_id)
+        if current.state != RunState.DEPLOYING:
+            return current  # a duplicate delivery ended it meanwhile
+        attempt(
+            ctx,
+            current,
+            "rollback",
+            "delete_deployment",
+            lambda: ctx.engine.delete_deployment(ref.name, ref.deployment),
+        )
+        kept = f"; traffic stays on {ref.previous_deployment}" if ref.previous_deployment else ""
+        return ctx.ledger.transition(
+            record.run_id,
+            advance_from(RunState.DEPLOYING, RunState.ROLLED_BACK, reason + kept, ctx.now(), error=error, **changes),
+        )
 
 
 def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
@@ -193,70 +183,3 @@ def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
     if not answer or not answer.strip():
         return SmokeTestResult(passed=False, seconds=seconds, error="the deployment answered with an empty text")
     return SmokeTestResult(passed=True, seconds=seconds, answer=answer[:200])
-
-
-def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
-    """Re-create a torn-down endpoint from its registered champion, smoke-test it and give it all traffic.
-
-    The run moves to `deploying` before anything is created, so the idle sweep leaves the endpoint alone while it
-    comes up; a restore interrupted by a transient error is picked up again by the next call."""
-    if not is_resource_name(endpoint_name):
-        raise InvalidInput(f"{endpoint_name!r} is not an endpoint name")
-    candidates = [
-        r
-        for r in ctx.ledger.list(limit=1000)
-        if r.endpoint
-        and r.endpoint.name == endpoint_name
-        and (
-            r.state == RunState.TORN_DOWN
-            or (r.state == RunState.DEPLOYING and r.history[-1].from_state == RunState.TORN_DOWN)
-        )
-    ]
-    if not candidates:
-        raise NotFound(f"no torn-down endpoint named {endpoint_name}", code="endpoint_not_found")
-    record = max(candidates, key=lambda r: r.updated_at)
-    registered = record.model
-    assert registered is not None  # set on the transition to registered, long before a teardown
-    if record.state == RunState.TORN_DOWN:
-        champion = ctx.engine.get_model(registered.name, alias=CHAMPION)
-        model = champion or ModelRef(name=registered.name, version=registered.version)
-        ref = EndpointRef(name=endpoint_name, deployment=deployment_name_for(record.run_id))
-        record = ctx.ledger.transition(
-            record.run_id,
-            advance_from(
-                RunState.TORN_DOWN,
-                RunState.DEPLOYING,
-                f"restore: {model.name} version {model.version} on {endpoint_name}",
-                ctx.now(),
-                endpoint=ref,
-                model=ModelVersion(name=model.name, version=model.version),
-            ),
-        )
-        registered = record.model
-        assert registered is not None  # the transition above set it
-    model = ModelRef(name=registered.name, version=registered.version)
-    deploying = record.endpoint
-    assert deploying is not None  # a candidate has an endpoint; the move to deploying above set a new one
-    endpoint = attempt(
-        ctx,
-        record,
-        "restore",
-        "create_endpoint",
-        lambda: ctx.engine.create_or_update_endpoint(endpoint_name, {MANAGED_TAG: "true", "model": model.name}),
-    )
-    attempt(
-        ctx,
-        record,
-        "restore",
-        "create_deployment",
-        lambda: ctx.engine.create_deployment(endpoint_name, deploying.deployment, model),
-    )
-
-    def with_scoring_uri(r: RunRecord) -> RunRecord | None:
-        if r.state != RunState.DEPLOYING:
-            return None
-        assert r.endpoint is not None  # set on the transition to deploying
-        return r.model_copy(update={"endpoint": r.endpoint.model_copy(update={"scoring_uri": endpoint.scoring_uri})})
-
-    ctx.ledger.update(record.run_id, with_scoring_uri)
-    return smoke_test_and_shift(ctx, ctx.ledger.get(record.run_id))

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError
-from shared.domain.naming import finetuned_model_name
+from shared.domain.naming import endpoint_name_for, finetuned_model_name
 from shared.domain.runs import (
     RunError,
     RunRecord,
@@ -20,11 +20,43 @@ from shared.domain.runs import (
     failed_tries,
     resolve_attempts,
 )
+from shared.domain.tags import RUN_TAG
+from shared.engine.base import ModelRef
 
 logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+
+
+def deploying_to(ctx: AppContext, record: RunRecord) -> str | None:
+    """The endpoint a run is deploying to while it is registered or deploying; None in any other state."""
+    if record.state not in (RunState.REGISTERED, RunState.DEPLOYING):
+        return None
+    if record.endpoint is not None:
+        return record.endpoint.name
+    return endpoint_name_for(record.model.name, ctx.profile.endpoint_scope) if record.model else None
+
+
+def champion_is_newer(ctx: AppContext, record: RunRecord, champion: ModelRef) -> bool:
+    """Whether the champion comes from a run newer than this one (by upload, see RunRecord.order). A champion whose
+    run cannot be read counts as newer (the stricter comparison); one whose run this ledger does not know, as
+    older."""
+    champion_run = champion.tags.get(RUN_TAG)
+    if not champion_run or champion_run == record.run_id:
+        return False
+    try:
+        found = ctx.ledger.find(champion_run)
+    except AutopilotError:
+        return True
+    return found is not None and found.order > record.order
+
+
+def float_tag(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def model_name_for(ctx: AppContext, record: RunRecord) -> str:

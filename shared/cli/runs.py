@@ -1,0 +1,60 @@
+"""`autopilot runs repair ID [--restore]`: a damaged run record, shown as stored, and put back from its kept copy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.cli.common import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, settings_or_none
+
+RAW_CHARS_SHOWN = 4000
+
+
+def add_runs_commands(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="inspect and repair run records")
+    actions = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    repair = actions.add_parser(
+        "repair",
+        help="show a run record as stored, why it does not parse, and its kept copy",
+        description="Exit 0 when the record parses (or was restored), 1 when it is damaged, 2 on bad usage.",
+    )
+    repair.add_argument("run_id")
+    repair.add_argument(
+        "--restore", action="store_true", help="write the kept copy (the last version written whole) over it"
+    )
+    runs.set_defaults(run=_repair)
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from shared.context import AppContext
+    from shared.domain.errors import AutopilotError
+    from shared.usecases.repair import inspect_record, restore_record
+
+    settings = settings_or_none()
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        ctx = AppContext.from_settings(settings)
+        damaged = inspect_record(ctx, args.run_id)
+        print(f"run {damaged.run_id}: {len(damaged.raw)} bytes stored (etag {damaged.etag})")
+        print(damaged.raw[:RAW_CHARS_SHOWN].decode("utf-8", errors="replace"))
+        if len(damaged.raw) > RAW_CHARS_SHOWN:
+            print(f"... ({len(damaged.raw) - RAW_CHARS_SHOWN} more bytes)")
+        if damaged.error is None:
+            print("the record parses: nothing to repair")
+            return EXIT_VALID
+        print(f"damaged: {damaged.error}")
+        kept = damaged.kept
+        if kept is None:
+            print("no kept copy: the record can only be fixed by hand")
+            return EXIT_INVALID
+        print(f"kept copy: state {kept.state}, updated {kept.updated_at.isoformat()}")
+        if not args.restore:
+            print(f"run `autopilot runs repair {damaged.run_id} --restore` to put it back")
+            return EXIT_INVALID
+        restored = restore_record(ctx, damaged.run_id)
+        print(f"restored: run {restored.run_id} is {restored.state} again")
+        return EXIT_VALID
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.code == "invalid_input" else EXIT_INVALID
