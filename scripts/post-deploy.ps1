@@ -62,45 +62,51 @@ function Assert-OnTopic([string]$Group, [string]$Topic, [string]$Name) {
     }
 }
 
+# Creates (or updates) the webhook subscription on the event source, with its own filter options ($Filter),
+# dead-lettering with the identity of the source's system topic, then checks that it is on that topic.
+# $Kind names the event source in the error when az fails.
+function New-EventSubscription([string]$Kind, [string]$Group, [string]$Topic, [string]$Name, [string]$SourceId,
+    [string]$Endpoint, [string[]]$Filter) {
+    az eventgrid event-subscription create `
+        --subscription $subscription `
+        --source-resource-id $SourceId `
+        --name $Name `
+        --endpoint-type webhook `
+        --endpoint (ConvertTo-CmdArgument $Endpoint) `
+        @Filter `
+        --deadletter-identity systemassigned `
+        --deadletter-identity-endpoint $deadletterContainerId `
+        --max-delivery-attempts 30 `
+        --event-ttl 1440 `
+        --output none
+    if ($LASTEXITCODE -ne 0) { throw "creating the $Kind event subscription failed" }
+    Assert-OnTopic $Group $Topic $Name
+}
+
 Write-Host "Subscribing functions of $appName to Event Grid"
 
 Write-Host "- reading the blobs_extension system key"
 $blobsKey = Get-SystemKey blobs_extension
 Write-Host "- storage topic $storageTopic -> on_dataset_uploaded (container $datasets)"
-az eventgrid event-subscription create `
-    --subscription $subscription `
-    --source-resource-id $storageId `
-    --name datasets-to-on-dataset-uploaded `
-    --endpoint-type webhook `
-    --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobsKey") `
-    --included-event-types Microsoft.Storage.BlobCreated `
-    --subject-begins-with "/blobServices/default/containers/$datasets/" `
-    --deadletter-identity systemassigned `
-    --deadletter-identity-endpoint $deadletterContainerId `
-    --max-delivery-attempts 30 `
-    --event-ttl 1440 `
-    --output none
-if ($LASTEXITCODE -ne 0) { throw "creating the storage event subscription failed" }
-Assert-OnTopic $appGroup $storageTopic datasets-to-on-dataset-uploaded
+New-EventSubscription -Kind storage -Group $appGroup -Topic $storageTopic -Name datasets-to-on-dataset-uploaded `
+    -SourceId $storageId `
+    -Endpoint "https://$appHost/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobsKey" `
+    -Filter @(
+        '--included-event-types', 'Microsoft.Storage.BlobCreated',
+        '--subject-begins-with', "/blobServices/default/containers/$datasets/"
+    )
 
 Write-Host "- reading the eventgrid_extension system key"
 $eventgridKey = Get-SystemKey eventgrid_extension
 Write-Host "- workspace topic $workspaceTopic -> on_job_event (pipeline jobs)"
-az eventgrid event-subscription create `
-    --subscription $subscription `
-    --source-resource-id $workspaceId `
-    --name jobs-to-on-job-event `
-    --endpoint-type webhook `
-    --endpoint (ConvertTo-CmdArgument "https://$appHost/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgridKey") `
-    --included-event-types Microsoft.MachineLearningServices.RunCompleted Microsoft.MachineLearningServices.RunStatusChanged `
-    --advanced-filter data.runType StringIn azureml.PipelineRun `
-    --deadletter-identity systemassigned `
-    --deadletter-identity-endpoint $deadletterContainerId `
-    --max-delivery-attempts 30 `
-    --event-ttl 1440 `
-    --output none
-if ($LASTEXITCODE -ne 0) { throw "creating the workspace event subscription failed" }
-Assert-OnTopic $workspaceGroup $workspaceTopic jobs-to-on-job-event
+New-EventSubscription -Kind workspace -Group $workspaceGroup -Topic $workspaceTopic -Name jobs-to-on-job-event `
+    -SourceId $workspaceId `
+    -Endpoint "https://$appHost/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgridKey" `
+    -Filter @(
+        '--included-event-types', 'Microsoft.MachineLearningServices.RunCompleted',
+        'Microsoft.MachineLearningServices.RunStatusChanged',
+        '--advanced-filter', 'data.runType', 'StringIn', 'azureml.PipelineRun'
+    )
 
 Write-Host "Done: uploads to container '$datasets' start runs; Azure ML job events reach on_job_event."
 Write-Host "Undeliverable events land in container '$deadletter', written by each topic's own identity."

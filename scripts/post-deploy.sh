@@ -84,43 +84,44 @@ check_on_topic() {
   fi
 }
 
+# subscribe GROUP TOPIC NAME SOURCE_ID ENDPOINT [FILTER_OPTION ...]: create (or update) the webhook subscription NAME
+# on the event source SOURCE_ID, with its own filter options, dead-lettering with the identity of the source's system
+# topic, then check that it is on that topic (TOPIC, in resource group GROUP).
+subscribe() {
+  local group="$1" topic="$2" name="$3" source_id="$4" endpoint="$5"
+  shift 5
+  az eventgrid event-subscription create \
+    --subscription "$subscription" \
+    --source-resource-id "$source_id" \
+    --name "$name" \
+    --endpoint-type webhook \
+    --endpoint "$endpoint" \
+    "$@" \
+    --deadletter-identity systemassigned \
+    --deadletter-identity-endpoint "$deadletter_container_id" \
+    --max-delivery-attempts 30 \
+    --event-ttl 1440 \
+    --output none
+  check_on_topic "$group" "$topic" "$name"
+}
+
 echo "Subscribing functions of $app_name to Event Grid"
 
 echo "- reading the blobs_extension system key"
 blobs_key="$(system_key blobs_extension)"
 echo "- storage topic $storage_topic -> on_dataset_uploaded (container $datasets)"
-az eventgrid event-subscription create \
-  --subscription "$subscription" \
-  --source-resource-id "$storage_id" \
-  --name datasets-to-on-dataset-uploaded \
-  --endpoint-type webhook \
-  --endpoint "https://$app_host/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobs_key" \
+subscribe "$app_group" "$storage_topic" datasets-to-on-dataset-uploaded "$storage_id" \
+  "https://$app_host/runtime/webhooks/blobs?functionName=Host.Functions.on_dataset_uploaded&code=$blobs_key" \
   --included-event-types Microsoft.Storage.BlobCreated \
-  --subject-begins-with "/blobServices/default/containers/$datasets/" \
-  --deadletter-identity systemassigned \
-  --deadletter-identity-endpoint "$deadletter_container_id" \
-  --max-delivery-attempts 30 \
-  --event-ttl 1440 \
-  --output none
-check_on_topic "$app_group" "$storage_topic" datasets-to-on-dataset-uploaded
+  --subject-begins-with "/blobServices/default/containers/$datasets/"
 
 echo "- reading the eventgrid_extension system key"
 eventgrid_key="$(system_key eventgrid_extension)"
 echo "- workspace topic $workspace_topic -> on_job_event (pipeline jobs)"
-az eventgrid event-subscription create \
-  --subscription "$subscription" \
-  --source-resource-id "$workspace_id" \
-  --name jobs-to-on-job-event \
-  --endpoint-type webhook \
-  --endpoint "https://$app_host/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgrid_key" \
+subscribe "$workspace_group" "$workspace_topic" jobs-to-on-job-event "$workspace_id" \
+  "https://$app_host/runtime/webhooks/eventgrid?functionName=on_job_event&code=$eventgrid_key" \
   --included-event-types Microsoft.MachineLearningServices.RunCompleted Microsoft.MachineLearningServices.RunStatusChanged \
-  --advanced-filter data.runType StringIn azureml.PipelineRun \
-  --deadletter-identity systemassigned \
-  --deadletter-identity-endpoint "$deadletter_container_id" \
-  --max-delivery-attempts 30 \
-  --event-ttl 1440 \
-  --output none
-check_on_topic "$workspace_group" "$workspace_topic" jobs-to-on-job-event
+  --advanced-filter data.runType StringIn azureml.PipelineRun
 
 echo "Done: uploads to container '$datasets' start runs; Azure ML job events reach on_job_event."
 echo "Undeliverable events land in container '$deadletter', written by each topic's own identity."

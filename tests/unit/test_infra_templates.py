@@ -539,10 +539,10 @@ def test_post_deploy_scripts_use_the_same_az_options() -> None:
     # own identity (it cannot write to an account without shared keys)
     assert options(posix) == options(windows)
     assert "--deadletter-endpoint" not in options(posix) | options(windows)
-    assert posix.count("--deadletter-identity systemassigned \\\n") == 2
-    assert windows.count("--deadletter-identity systemassigned `\n") == 2
-    assert posix.count('--deadletter-identity-endpoint "$deadletter_container_id"') == 2
-    assert windows.count("--deadletter-identity-endpoint $deadletterContainerId `") == 2
+    assert posix.count("--deadletter-identity systemassigned \\\n") == 1
+    assert windows.count("--deadletter-identity systemassigned `\n") == 1
+    assert posix.count('--deadletter-identity-endpoint "$deadletter_container_id"') == 1
+    assert windows.count("--deadletter-identity-endpoint $deadletterContainerId `") == 1
     assert 'deadletter_container_id="$storage_id/blobServices/default/containers/$deadletter"' in posix
     assert '$deadletterContainerId = "$storageId/blobServices/default/containers/$deadletter"' in windows
     for literal in (
