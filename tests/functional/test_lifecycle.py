@@ -20,7 +20,7 @@ from shared.domain.runs import RunRecord, RunState
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.profile import LOCAL_WORKSPACE_TOPIC
 from shared.usecases.lifecycle.idle import teardown_idle_endpoints
-from shared.usecases.lifecycle.rollout import restore_endpoint
+from shared.usecases.lifecycle.restore import restore_endpoint
 from tests.conftest import EVENTS
 from tests.fakes import FakeEngine
 from tests.functional.test_intake import VALID, upload
