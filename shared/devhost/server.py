@@ -100,8 +100,8 @@ class _Server(BaseWSGIServer):
     multithread = True  # werkzeug then speaks HTTP/1.1, as its threaded server does
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="devhost-http")
+        super().__init__(*args, **kwargs)  # with fd=, werkzeug calls server_close on the socket it made itself
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._workers.submit(self._serve_connection, request, client_address)
@@ -114,8 +114,8 @@ class _Server(BaseWSGIServer):
         finally:
             self.shutdown_request(request)
 
-    def server_close(self) -> None:
-        super().server_close()
+    def shutdown(self) -> None:
+        super().shutdown()
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     def log(self, type: str, message: str, *args: Any) -> None:
