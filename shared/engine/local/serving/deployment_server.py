@@ -19,17 +19,22 @@ do_sample is false or the temperature is 0; max_new_tokens is capped (--max-new-
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
+from shared.engine.local.serving.jsonhttp import (
+    EXIT_PORT_IN_USE,
+    JsonHandler,
+    JsonServer,
+    bind,
+    serve,
+    start_server_process,
+)
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
     RequestError,
@@ -44,7 +49,6 @@ DEFAULT_MAX_NEW_TOKENS = 256
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CONVERSATIONS = 64
 EXIT_LOAD_FAILED = 1
-EXIT_PORT_IN_USE = 3
 
 logger = logging.getLogger(MODULE)
 
@@ -208,10 +212,6 @@ class DeploymentHttpServer(JsonServer):
         super().__init__(("127.0.0.1", port), DeploymentHandler)
 
 
-def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
-
-
 def _load(server: DeploymentHttpServer, args: argparse.Namespace) -> None:
     deployment = server.deployment
     started = time.monotonic()
@@ -250,30 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.threads = max(1, args.threads)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    start_server_process()
     # before torch is imported: the OpenMP/MKL pools read these once
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    signal.signal(signal.SIGTERM, _raise_exit)
 
     deployment = Deployment(args.name)
-    try:
-        server = DeploymentHttpServer(args.port, deployment)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            logger.error("port %d is already in use", args.port)
-            return EXIT_PORT_IN_USE
-        raise
+    server = bind(lambda: DeploymentHttpServer(args.port, deployment), args.port, logger)
+    if server is None:
+        return EXIT_PORT_IN_USE
     logger.info("deployment %s listening on 127.0.0.1:%d, loading %s", args.name, args.port, args.model_dir)
     threading.Thread(target=_load, args=(server, args), name="load-model", daemon=True).start()
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except (SystemExit, KeyboardInterrupt):
-        logger.info("deployment %s stopping", args.name)
+    if serve(server, logger, f"deployment {args.name}"):
         return 0
-    finally:
-        server.server_close()
     return EXIT_LOAD_FAILED if deployment.error else 0
 
 

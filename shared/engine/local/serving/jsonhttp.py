@@ -12,23 +12,63 @@ Stdlib `http.server` starts in milliseconds and needs nothing beyond Python. Wha
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import signal
 import socket
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.engine.local.serving.protocol import RequestError, error_body
 
 LINGER_S = 2.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024
+EXIT_PORT_IN_USE = 3  # a server process's exit status when its port is taken
 
 
 class JsonServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+
+
+Server = TypeVar("Server", bound=JsonServer)
+
+
+def start_server_process() -> None:
+    """A server process's start: INFO logs on stderr, and SIGTERM raised as SystemExit, so that `serve` returns."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def bind(make: Callable[[], Server], port: int, logger: logging.Logger) -> Server | None:
+    """The server `make` builds on `port`; None, logged, when the port is in use (exit with EXIT_PORT_IN_USE)."""
+    try:
+        return make()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            logger.error("port %d is already in use", port)
+            return None
+        raise
+
+
+def serve(server: JsonServer, logger: logging.Logger, name: str) -> bool:
+    """Serve until SIGTERM or Ctrl-C (True, "`name` stopping" logged) or until `shutdown()` (False); closed after."""
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except (SystemExit, KeyboardInterrupt):
+        logger.info("%s stopping", name)
+        return True
+    finally:
+        server.server_close()
+    return False
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 class JsonHandler(BaseHTTPRequestHandler):

@@ -24,14 +24,12 @@ Other statuses: 400 malformed request, 411 no Content-Length, 413 body over limi
 from __future__ import annotations
 
 import argparse
-import errno
 import hmac
 import http.client
 import json
 import logging
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -40,7 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.engine.local.serving.jsonhttp import JsonHandler, JsonServer
+from shared.engine.local.serving.jsonhttp import (
+    EXIT_PORT_IN_USE,
+    JsonHandler,
+    JsonServer,
+    bind,
+    serve,
+    start_server_process,
+)
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
     RequestError,
@@ -61,7 +66,6 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_concurrent_requests": 16,  # per deployment, in flight (queued behind its generate lock included)
 }
 EXIT_BAD_CONFIG = 2
-EXIT_PORT_IN_USE = 3
 
 logger = logging.getLogger(MODULE)
 
@@ -339,36 +343,22 @@ class RouterServer(JsonServer):
         super().__init__(("127.0.0.1", port), RouterHandler)
 
 
-def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--endpoint-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    start_server_process()
 
     router = Router(args.endpoint_dir.resolve())
     port = router.config().get("port")
     if not isinstance(port, int):
         logger.error("%s has no port", args.endpoint_dir / ENDPOINT_FILE)
         return EXIT_BAD_CONFIG
-    try:
-        server = RouterServer(port, router)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            logger.error("port %d is already in use", port)
-            return EXIT_PORT_IN_USE
-        raise
+    server = bind(lambda: RouterServer(port, router), port, logger)
+    if server is None:
+        return EXIT_PORT_IN_USE
     logger.info("endpoint %s listening on 127.0.0.1:%d", router.name, port)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except (SystemExit, KeyboardInterrupt):
-        logger.info("endpoint %s stopping", router.name)
-    finally:
-        server.server_close()
+    serve(server, logger, f"endpoint {router.name}")
     return 0
 
 
