@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.domain.errors import EngineError
 from shared.engine.base import DeploymentInfo, ModelRef
@@ -27,6 +27,8 @@ from shared.engine.local.serving.deployment_server import MODULE as DEPLOYMENT_M
 from shared.engine.local.serving.router import MODULE as ROUTER_MODULE
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SUCCEEDED, CREATING, FAILED = "Succeeded", "Creating", "Failed"
@@ -87,7 +89,7 @@ class ServingProcesses:
                 body = wait_http_ok(
                     f"http://127.0.0.1:{config['port']}/", timeout_s=self._router_timeout_s, pid=pid, log_path=log
                 )
-                if _answer_pid(body) == pid:
+                if _answer_field(body, "pid", int) == pid:
                     logger.info("endpoint %s: router %d on port %d", folder.name, pid, config["port"])
                     return
                 problem = f"another process answers on port {config['port']}"
@@ -178,7 +180,7 @@ class ServingProcesses:
             body = wait_http_ok(
                 f"http://127.0.0.1:{port}/health", timeout_s=self._deployment_timeout_s, pid=pid, log_path=log
             )
-            if _answer_name(body) != deployment_name:
+            if _answer_field(body, "name", str) != deployment_name:
                 failure = DeploymentFailed(f"deployment {deployment_name}: another process answers on port {port}")
                 failure.transient = True
         except ProcessStartError as exc:
@@ -217,17 +219,10 @@ class ServingProcesses:
         )
 
 
-def _answer_pid(body: bytes) -> int | None:
+def _answer_field(body: bytes, key: str, kind: type[T]) -> T | None:
+    """Field `key` of a JSON object answer when it is a `kind`; None for any other answer."""
     try:
-        value = json.loads(body).get("pid")
+        value = json.loads(body).get(key)
     except (ValueError, AttributeError):
         return None
-    return value if isinstance(value, int) else None
-
-
-def _answer_name(body: bytes) -> str | None:
-    try:
-        value = json.loads(body).get("name")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, kind) else None

@@ -35,22 +35,18 @@ def make_callback(worker: Any):
 
         def on_train_end(self, args, state, control, **kwargs):
             worker.cancel.deferred = False
-            last_loss = worker.metrics.loss_curve[-1][1] if worker.metrics.loss_curve else None
-            worker.write_progress(state.global_step, state.max_steps, float(state.epoch or 0.0), last_loss)
+            _write_progress(worker, state)
 
         def on_step_end(self, args, state, control, **kwargs):
             if worker.cancel.requested.is_set():
                 control.should_training_stop = True
-                control.should_evaluate = False
-                control.should_save = False
+                _skip_evaluation_and_save(control)
             elif time.monotonic() - worker.last_progress >= PROGRESS_EVERY_S or state.global_step == 1:
-                last_loss = worker.metrics.loss_curve[-1][1] if worker.metrics.loss_curve else None
-                worker.write_progress(state.global_step, state.max_steps, float(state.epoch or 0.0), last_loss)
+                _write_progress(worker, state)
 
         def on_epoch_end(self, args, state, control, **kwargs):
             if worker.cancel.requested.is_set():
-                control.should_evaluate = False
-                control.should_save = False
+                _skip_evaluation_and_save(control)
 
         def on_prediction_step(self, args, state, control, **kwargs):
             if worker.cancel.requested.is_set():
@@ -81,3 +77,15 @@ def make_callback(worker: Any):
                 worker.write_metrics()
 
     return WorkerCallback()
+
+
+def _write_progress(worker: Any, state: Any) -> None:
+    """progress.json at the trainer's current step, with the last loss it logged."""
+    last_loss = worker.metrics.loss_curve[-1][1] if worker.metrics.loss_curve else None
+    worker.write_progress(state.global_step, state.max_steps, float(state.epoch or 0.0), last_loss)
+
+
+def _skip_evaluation_and_save(control: Any) -> None:
+    """A cancel requested: the trainer neither evaluates nor saves at the end of this step or epoch."""
+    control.should_evaluate = False
+    control.should_save = False
