@@ -2,7 +2,7 @@
 
 An adapter's test module subclasses EngineContract, imports the `trained` fixture, and provides three fixtures:
   engine        the adapter under test (module scope: one trained job is shared by the suite)
-  job_spec      a factory (run_id, parameters) -> JobSpec whose training data the adapter can read
+  job_spec      a factory run_id -> JobSpec whose training data the adapter can read (`job_specs` makes one)
   wait_s        how long a job may take to finish here
 The tests read as the lifecycle uses the port: submit, follow, review, register, deploy, serve, tear down.
 """
@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from shared.domain.errors import EngineError
+from shared.domain.finetune import FineTuneParameters
 from shared.domain.jobs import JobStatus
 from shared.domain.scoring import answer_text, scoring_request
 from shared.domain.tags import MANAGED_TAG, RUN_TAG
-from shared.engine.base import Engine, ModelRef, ScoringRequest
+from shared.engine.base import Engine, JobSpec, ModelRef, ScoringRequest, TrainingData
 
 
 def wait_for_terminal(engine: Engine, name: str, timeout_s: float) -> JobStatus:
@@ -40,6 +42,19 @@ def wait_for_deployment(engine: Engine, endpoint_name: str, deployment_name: str
             return
         time.sleep(0.2)
     raise AssertionError(f"deployment {deployment_name} not ready after {timeout_s} s")
+
+
+def job_specs(
+    base_model: str, parameters: FineTuneParameters, data: Callable[[str], TrainingData]
+) -> Callable[[str], JobSpec]:
+    """A `job_spec` factory: the run id names the job and tags it, as the lifecycle's specs do."""
+
+    def make(run_id: str) -> JobSpec:
+        return JobSpec(
+            run_id=run_id, base_model=base_model, parameters=parameters, data=data(run_id), tags={RUN_TAG: run_id}
+        )
+
+    return make
 
 
 def fresh_run_id() -> str:

@@ -10,13 +10,12 @@ from datetime import timedelta
 import pytest
 
 from shared.domain.finetune import parameters_for
-from shared.domain.tags import RUN_TAG
 from shared.engine.azureml.config import AzureMLConfig
 from shared.engine.azureml.engine import AzureMLEngine
-from shared.engine.base import JobSpec, TrainingData
+from shared.engine.base import TrainingData
 from tests.engine.azureml_service.names import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
 from tests.engine.azureml_service.service import AzureMLService
-from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
+from tests.engine.contract import EngineContract, job_specs, trained  # noqa: F401 (the suite's shared fixture)
 
 BASE_MODEL_ID = "azureml://registries/azureml/models/Phi-4/versions/8"
 
@@ -67,16 +66,11 @@ def engine(service: AzureMLService) -> AzureMLEngine:
 
 @pytest.fixture(scope="module")
 def job_spec():
-    def make(run_id: str) -> JobSpec:
-        return JobSpec(
-            run_id=run_id,
-            base_model=BASE_MODEL_ID,
-            parameters=parameters_for(),
-            data=TrainingData("datasets", f"prepared/{run_id}/train.jsonl", f"prepared/{run_id}/test.jsonl"),
-            tags={RUN_TAG: run_id},
-        )
+    return job_specs(BASE_MODEL_ID, parameters_for(), prepared_splits)
 
-    return make
+
+def prepared_splits(run_id: str) -> TrainingData:
+    return TrainingData("datasets", f"prepared/{run_id}/train.jsonl", f"prepared/{run_id}/test.jsonl")
 
 
 @pytest.fixture(scope="module")

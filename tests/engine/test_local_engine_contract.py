@@ -10,11 +10,10 @@ import pytest
 from shared.adapters.azurite import Azurite
 from shared.adapters.storage import BlobStore
 from shared.domain.finetune import LOCAL_PRESETS, parameters_for
-from shared.domain.tags import RUN_TAG
-from shared.engine.base import JobSpec, TrainingData
+from shared.engine.base import TrainingData
 from shared.engine.local.engine import LocalEngine
 from shared.settings import Settings
-from tests.engine.contract import EngineContract, trained  # noqa: F401 (the suite's shared fixture)
+from tests.engine.contract import EngineContract, job_specs, trained  # noqa: F401 (the suite's shared fixture)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
 
@@ -44,16 +43,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, store: BlobStore):
 
 @pytest.fixture(scope="module")
 def job_spec(training_data: TrainingData):
-    def make(run_id: str) -> JobSpec:
-        return JobSpec(
-            run_id=run_id,
-            base_model="tiny",
-            parameters=parameters_for(LOCAL_PRESETS["tiny"]),
-            data=training_data,
-            tags={RUN_TAG: run_id},
-        )
-
-    return make
+    return job_specs("tiny", parameters_for(LOCAL_PRESETS["tiny"]), lambda run_id: training_data)
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,18 @@ class Endpoint:
         finally:
             connection.close()
 
+    def raw_score(self, rest: bytes, *, read: bool = True) -> bytes:
+        """A POST /score written on a socket by hand: the request line, Host and Authorization, then `rest` (the
+        other headers, the blank line and what of a body is sent); the first bytes of the reply, if `read`."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw_socket:
+            raw_socket.sendall(
+                b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + self.keys.primary.encode()
+                + b"\r\n"
+                + rest
+            )
+            return raw_socket.recv(4096) if read else b""
+
     def score(self, conversations: Any, parameters: dict | None = None, **kwargs) -> tuple[int, dict, Any]:
         body = {"input_data": {"input_string": conversations, "parameters": parameters or GREEDY}, "params": {}}
         return self.request("POST", "/score", body, **kwargs)
@@ -432,12 +444,7 @@ def test_an_oversized_body_gets_413_and_is_not_read(served: Endpoint):
     assert headers["connection"] == "close"
 
     # and a client that only declares 1 GB gets its 413 at once, without sending it
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw_socket:
-        raw_socket.sendall(
-            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + served.keys.primary.encode() + b"\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
-        )
-        reply = raw_socket.recv(4096)
+    reply = served.raw_score(b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{")
     assert reply.startswith(b"HTTP/1.1 413")
 
     # and the endpoint keeps serving
@@ -445,23 +452,14 @@ def test_an_oversized_body_gets_413_and_is_not_read(served: Endpoint):
 
 
 def test_a_body_without_content_length_gets_411(served: Endpoint):
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw_socket:
-        raw_socket.sendall(
-            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + served.keys.primary.encode() + b"\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-        )
-        reply = raw_socket.recv(4096)
+    reply = served.raw_score(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     assert reply.startswith(b"HTTP/1.1 411")
     assert served.request("GET", "/", key=None)[0] == 200
 
 
 def test_a_client_that_hangs_up_mid_body_does_not_hurt_the_server(served: Endpoint):
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw_socket:
-        raw_socket.sendall(
-            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + served.keys.primary.encode() + b"\r\n"
-            b'Content-Length: 500\r\n\r\n{"input_data"'
-        )
+    served.raw_score(b'Content-Length: 500\r\n\r\n{"input_data"', read=False)  # and hangs up
 
     assert served.score(HI)[0] == 200
 

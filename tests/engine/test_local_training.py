@@ -27,7 +27,7 @@ from shared.domain.finetune import FineTuneParameters
 from shared.domain.jobs import JobStatus
 from shared.domain.tags import RUN_TAG
 from shared.engine.local.base_models import resolve_base_model
-from shared.engine.local.jobfiles import JobFiles, JobMetricsFile, JobState, TrainingJob
+from shared.engine.local.jobfiles import JobError, JobFiles, JobMetricsFile, JobState, TrainingJob
 from shared.engine.local.training.data import has_generation_markers
 from shared.engine.local.training.launch import WORKER_MODULE, cuda_device_count, launch_command
 
@@ -157,6 +157,15 @@ def state_of(files: JobFiles) -> JobState:
     state = files.read_state()
     assert state is not None
     return state
+
+
+def failure_of(files: JobFiles) -> JobError:
+    """Run the worker on a job that must fail: it exits 1, and the error its state records."""
+    exit_code, output = run_worker(files)
+    state = state_of(files)
+    assert exit_code == 1, output
+    assert state.error is not None
+    return state.error
 
 
 def metrics_of(files: JobFiles) -> JobMetricsFile:
@@ -350,13 +359,10 @@ def test_too_few_training_rows_fail_with_too_few_examples(state_dir: Path, tmp_p
     # Given 5 training rows
     files = make_job(tmp_path / "ft-few", state_dir, train=TRAIN_LINES[:5], webhook_url=webhook.url, **FAST)
     # When the worker runs
-    exit_code, output = run_worker(files)
+    error = failure_of(files)
     # Then the job failed with too_few_examples, and the webhook heard Running then Failed
-    state = state_of(files)
-    assert exit_code == 1, output
-    assert state.status == JobStatus.FAILED
-    assert state.error is not None
-    assert (state.error.code, state.error.message) == (
+    assert state_of(files).status == JobStatus.FAILED
+    assert (error.code, error.message) == (
         "too_few_examples",
         "5 training rows: fine-tuning needs at least 10",
     )
@@ -367,13 +373,10 @@ def test_assistant_turns_cut_off_by_max_seq_length_fail_with_no_assistant_tokens
     # Given a max_seq_length shorter than every conversation's first user turn
     files = make_job(tmp_path / "ft-short", state_dir, **{**FAST, "max_seq_length": 5})
     # When the worker runs
-    exit_code, output = run_worker(files)
+    error = failure_of(files)
     # Then it failed with Azure's message
-    state = state_of(files)
-    assert exit_code == 1, output
-    assert state.error is not None
-    assert state.error.code == "no_assistant_tokens"
-    assert state.error.message.startswith("No assistant tokens found after preprocessing. Please increase max_seq_len")
+    assert error.code == "no_assistant_tokens"
+    assert error.message.startswith("No assistant tokens found after preprocessing. Please increase max_seq_len")
     assert not files.model_dir.exists()
 
 
@@ -381,13 +384,10 @@ def test_a_missing_local_base_model_folder_fails_with_base_model_unavailable(sta
     # Given a base model folder that does not exist
     files = make_job(tmp_path / "ft-nobase", state_dir, base_model=str(tmp_path / "no-such-model"), **FAST)
     # When the worker runs
-    exit_code, output = run_worker(files)
+    error = failure_of(files)
     # Then it failed with base_model_unavailable
-    state = state_of(files)
-    assert exit_code == 1, output
-    assert state.error is not None
-    assert state.error.code == "base_model_unavailable"
-    assert "no-such-model" in state.error.message
+    assert error.code == "base_model_unavailable"
+    assert "no-such-model" in error.message
 
 
 def test_a_chat_template_without_generation_markers_fails_with_no_generation_markers(state_dir: Path, tmp_path: Path):
@@ -401,25 +401,19 @@ def test_a_chat_template_without_generation_markers_fails_with_no_generation_mar
     )
     files = make_job(tmp_path / "ft-nomarkers", state_dir, base_model=str(base), **FAST)
     # When the worker runs
-    exit_code, output = run_worker(files)
+    error = failure_of(files)
     # Then it failed with no_generation_markers
-    state = state_of(files)
-    assert exit_code == 1, output
-    assert state.error is not None
-    assert state.error.code == "no_generation_markers"
+    assert error.code == "no_generation_markers"
 
 
 def test_anything_else_fails_with_training_failed_and_a_traceback_in_the_log(state_dir: Path, tmp_path: Path):
     # Given a training file with a line that is not JSON (the engine never copies one; the worker still copes)
     files = make_job(tmp_path / "ft-broken", state_dir, train=[*TRAIN_LINES[:20], "{not json"], **FAST)
     # When the worker runs
-    exit_code, output = run_worker(files)
+    error = failure_of(files)
     # Then it failed with training_failed, the exception type and first line as the message
-    state = state_of(files)
-    assert exit_code == 1, output
-    assert state.error is not None
-    assert state.error.code == "training_failed"
-    assert state.error.message.startswith("JSONDecodeError: ")
+    assert error.code == "training_failed"
+    assert error.message.startswith("JSONDecodeError: ")
     assert "Traceback (most recent call last)" in files.log_path.read_text(encoding="utf-8")
 
 
