@@ -12,35 +12,20 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.azurite import Azurite, free_port
+from shared.adapters.azurite import Azurite
 from shared.context import get_context
 from shared.devhost import DevHost
 from shared.domain.scoring import answer_text, scoring_request
 from shared.engine.local.processes import is_alive
-from shared.settings import Settings
+from tests.e2e.hosts import local_dev_host
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
 
 
 @pytest.fixture
 def host(azurite: Azurite, tmp_path: Path):
-    settings = Settings(
-        engine="local",
-        local_base_model="tiny",
-        storage_connection_string=azurite.connection_string,
-        datasets_container="e2e-datasets",
-        runs_container="e2e-runs",
-        local_state_dir=tmp_path / "state",
-        idle_minutes=0.1,
-        idle_grace_minutes=0,
-        idle_sweep_schedule="*/2 * * * * *",
-    )
-    dev = DevHost(settings, port=free_port(), announce=lambda text: None).start()
-    yield dev
-    engine = get_context().engine
-    for endpoint in engine.list_endpoints():
-        engine.delete_endpoint(endpoint.name)
-    dev.stop()
+    with local_dev_host(azurite, tmp_path / "state", "e2e") as dev:
+        yield dev
 
 
 def call(host: DevHost, method: str, path: str, *, key: str | None = "use-host-key") -> tuple[int, dict]:

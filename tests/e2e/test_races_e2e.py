@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.azurite import Azurite, free_port
+from shared.adapters.azurite import Azurite
 from shared.adapters.ledger import RECORDS
 from shared.context import get_context
 from shared.devhost import DevHost
-from shared.settings import Settings
+from tests.e2e.hosts import local_dev_host
 from tests.e2e.test_lifecycle_e2e import call, wait_for_state
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
@@ -23,24 +23,8 @@ ENDED = {"deployed", "superseded", "gated_out", "failed", "rolled_back"}
 
 @pytest.fixture
 def host(azurite: Azurite, tmp_path: Path):
-    settings = Settings(
-        engine="local",
-        local_base_model="tiny",
-        storage_connection_string=azurite.connection_string,
-        datasets_container="races-datasets",
-        runs_container="races-runs",
-        local_state_dir=tmp_path / "fresh-state",
-        idle_minutes=0.1,
-        idle_grace_minutes=0,
-        reconcile_after_minutes=0,
-        idle_sweep_schedule="*/2 * * * * *",
-    )
-    dev = DevHost(settings, port=free_port(), announce=lambda text: None).start()
-    yield dev
-    engine = get_context().engine
-    for endpoint in engine.list_endpoints():
-        engine.delete_endpoint(endpoint.name)
-    dev.stop()
+    with local_dev_host(azurite, tmp_path / "fresh-state", "races", reconcile_after_minutes=0) as dev:
+        yield dev
 
 
 def test_two_first_uploads_at_once_both_train_and_leave_one_deployment_serving(host: DevHost):

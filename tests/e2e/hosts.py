@@ -1,0 +1,39 @@
+"""The dev host as the end-to-end tests run it: the real local engine with the tiny model, the session's Azurite, a
+fast idle sweep; every endpoint it made is deleted when it stops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.azurite import Azurite, free_port
+from shared.context import get_context
+from shared.devhost import DevHost
+from shared.settings import Settings
+
+
+@contextmanager
+def local_dev_host(azurite: Azurite, state_dir: Path, containers: str, **settings: Any) -> Iterator[DevHost]:
+    """A started dev host whose containers are `<containers>-datasets` and `<containers>-runs`."""
+    config = Settings(
+        engine="local",
+        local_base_model="tiny",
+        storage_connection_string=azurite.connection_string,
+        datasets_container=f"{containers}-datasets",
+        runs_container=f"{containers}-runs",
+        local_state_dir=state_dir,
+        idle_minutes=0.1,
+        idle_grace_minutes=0,
+        idle_sweep_schedule="*/2 * * * * *",
+        **settings,
+    )
+    dev = DevHost(config, port=free_port(), announce=lambda text: None).start()
+    try:
+        yield dev
+    finally:
+        engine = get_context().engine
+        for endpoint in engine.list_endpoints():
+            engine.delete_endpoint(endpoint.name)
+        dev.stop()
