@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.datasets import bp as datasets
 from functions.http_api import bp as http_api
+from functions.http_lines import bp as http_lines
 from functions.job_events import bp as job_events
 from functions.timers import bp as timers
 
@@ -15,5 +16,6 @@ for noisy in ("azure", "azure.core.pipeline.policies.http_logging_policy", "urll
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(datasets)
 app.register_functions(http_api)
+app.register_functions(http_lines)
 app.register_functions(job_events)
 app.register_functions(timers)

@@ -62,7 +62,12 @@ def get_run_handler(req: func.HttpRequest) -> func.HttpResponse:
 @json_errors
 def list_runs_handler(req: func.HttpRequest) -> func.HttpResponse:
     limit = _optional_int(req, "limit")
-    listing = list_runs(get_context(), state=req.params.get("state"), limit=100 if limit is None else limit)
+    listing = list_runs(
+        get_context(),
+        state=req.params.get("state"),
+        line=req.params.get("line"),
+        limit=100 if limit is None else limit,
+    )
     return json_response(
         {
             "runs": [_run_json(record) for record in listing.records],

@@ -136,12 +136,12 @@ class RunLedger:
             self.on_transition(moved[0], after)
         return after
 
-    def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
-        """Records, newest first, optionally of one state; unreadable ones are left out (see `listing`)."""
-        return self.listing(state=state, limit=limit).records
+    def list(self, *, state: RunState | None = None, line: str | None = None, limit: int = 100) -> list[RunRecord]:
+        """Records, newest first, optionally of one state and line; unreadable ones are left out (see `listing`)."""
+        return self.listing(state=state, line=line, limit=limit).records
 
-    def listing(self, *, state: RunState | None = None, limit: int = 100) -> RunListing:
-        """Records, newest first, optionally of one state, and the records that could not be read."""
+    def listing(self, *, state: RunState | None = None, line: str | None = None, limit: int = 100) -> RunListing:
+        """Records, newest first, optionally of one state and line, and the records that could not be read."""
         records, unreadable = [], []
         for name in self._store.list_names(self._container, RECORDS):
             try:
@@ -155,7 +155,7 @@ class RunLedger:
                 logger.debug("%s", exc.message, extra={"run_id": run_id})
                 unreadable.append(UnreadableRecord(run_id=run_id, blob=f"{self._container}/{name}", error=exc.message))
                 continue
-            if state is None or record.state == state:
+            if (state is None or record.state == state) and (line is None or record.line == line):
                 records.append(record)
         records.sort(key=lambda record: record.created_at, reverse=True)
         return RunListing(records=records[:limit], unreadable=unreadable)

@@ -161,6 +161,16 @@ class BlobStore:
             downloader = self._service.get_blob_client(container, name).download_blob(**conditions)
             yield from downloader.chunks()
 
+    def iter_lines(self, container: str, name: str, *, etag: str | None = None) -> Iterator[bytes]:
+        """The blob's non-blank lines, without their line ends, streamed (as `iter_chunks`)."""
+        pending = b""
+        for chunk in self.iter_chunks(container, name, etag=etag):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from (line for line in complete if line.strip())
+        if pending.strip():
+            yield pending
+
     def read(self, container: str, name: str) -> tuple[bytes, str]:
         """The whole blob and its ETag. For small documents (run records, reports)."""
         with _mapped_errors(f"{container}/{name}"):

@@ -23,6 +23,7 @@ class CreateRunRequest(BaseModel):
     test: str | None = Field(None, min_length=1, max_length=1024)
     parameters: dict[str, Any] = Field(default_factory=dict, description="fine-tune parameter overrides")
     force: bool = Field(False, description="a new run even when this content and these parameters ran before")
+    line: str | None = Field(None, min_length=2, max_length=24, description="default: the dataset's folder")
 
     @field_validator("dataset", "train", "test")
     @classmethod

@@ -28,7 +28,9 @@ from shared.engine import engine_profile
 from shared.engine.base import JobInfo
 from shared.settings import Settings
 from shared.usecases.intake import intake_dataset
-from shared.usecases.lifecycle.jobs import complete_run, record_job_status
+from shared.usecases.lifecycle.jobs import complete_run
+from shared.usecases.lifecycle.retries import retry_or_fail
+from shared.usecases.lifecycle.status import record_job_status
 from shared.usecases.submission import IntakeStatus, job_spec_for
 from shared.usecases.validation import validation_options
 
@@ -204,6 +206,7 @@ def read_model_file(path: Path, registry: str) -> FoundationModel:
 
 
 def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord:
+    """Poll the run's job to its end; a job resubmitted after a transient failure is followed in its turn."""
     engine, run_id, job_name = ctx.engine, record.run_id, record.job_name
     assert job_name is not None  # set on the transition to submitted
     last_status: JobStatus | None = None
@@ -214,8 +217,13 @@ def _follow_job(ctx: AppContext, record: RunRecord, say: _Reporter) -> RunRecord
                 say.end_bar()
                 say.line(f"job {job.name}: {job.status}")
                 last_status = job.status
-                if job.status in (JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED):
+                if job.status in (JobStatus.RUNNING, JobStatus.CANCELED):
                     record = record_job_status(ctx, run_id, job.status, error=job.error)
+                elif job.status == JobStatus.FAILED:
+                    record = retry_or_fail(ctx, run_id, job)
+                    if record.job_name != job_name and record.job_name is not None:
+                        job_name, last_status = record.job_name, None  # resubmitted: follow the new job
+                        continue
             if job.status.is_terminal:
                 say.end_bar()
                 if job.status == JobStatus.COMPLETED:

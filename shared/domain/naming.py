@@ -28,6 +28,14 @@ def finetuned_model_name(base_model: str, suffix: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base + suffix).strip("-") or "model"
 
 
+def line_model_name(line: str, base_model: str, suffix: str, default_line: str = "default") -> str:
+    """A line's registry model name: `<line><suffix>`, whatever its base model, so its champion and endpoint stay
+    when the line moves to another base model. The default line keeps the name it had before lines."""
+    if line == default_line:
+        return finetuned_model_name(base_model, suffix)
+    return f"{line}{suffix}"
+
+
 def endpoint_name_for(model_name: str, scope: str = "") -> str:
     """`ep-<model>`. Azure ML endpoint names are unique per region across all customers, so a non-empty `scope`
     (the workspace's resource id) adds a short digest of it: the same model gets different names in two workspaces."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.errors import InvalidTransition
 from shared.domain.finetune import FineTuneParameters
+from shared.domain.lines import DEFAULT_LINE, EffectiveLineConfig
 
 RUN_ID_PATTERN = re.compile(r"^ft-[0-9a-f]{12}$")
 
@@ -43,9 +44,10 @@ NEXT_STATES: dict[RunState, frozenset[RunState]] = {
     S.RECEIVED: frozenset({S.VALIDATING}),
     # validating -> failed: the dataset is fine but no engine can take the job (a permanent error)
     S.VALIDATING: frozenset({S.REJECTED, S.SUBMITTED, S.FAILED}),
-    # job events are unordered and may skip Running
-    S.SUBMITTED: frozenset({S.RUNNING, S.TRAINED, S.FAILED, S.CANCELED}),
-    S.RUNNING: frozenset({S.TRAINED, S.FAILED, S.CANCELED}),
+    # job events are unordered and may skip Running; -> submitted: the job failed for a transient cause and
+    # another job of the run was submitted (JobRetry)
+    S.SUBMITTED: frozenset({S.RUNNING, S.TRAINED, S.FAILED, S.CANCELED, S.SUBMITTED}),
+    S.RUNNING: frozenset({S.TRAINED, S.FAILED, S.CANCELED, S.SUBMITTED}),
     S.TRAINED: frozenset({S.GATED_OUT, S.REGISTERED, S.FAILED}),
     S.REGISTERED: frozenset({S.DEPLOYING, S.FAILED}),
     # deploying -> superseded: a newer run became champion meanwhile and this one does not beat it
@@ -176,6 +178,21 @@ class SmokeTestResult(Frozen):
     error: str | None = None
 
 
+class UploadUsed(Frozen):
+    """One upload an accumulating line's run trained on, and how many rows it gave (after deduplication)."""
+
+    blob: str  # container/name
+    rows: int
+
+
+class JobRetry(Frozen):
+    """A job that failed for a transient cause and was submitted again, on the same run."""
+
+    at: datetime
+    job_name: str  # the attempt that failed
+    cause: str
+
+
 class RunRecord(Frozen):
     run_id: str
     state: RunState
@@ -185,6 +202,11 @@ class RunRecord(Frozen):
     base_model: str
     parameters: FineTuneParameters
     dataset: DatasetRef
+    line: str = DEFAULT_LINE  # records from before lines belong to the default line
+    line_config: EffectiveLineConfig | None = None
+    line_config_sha256: str | None = None
+    uploads: list[UploadUsed] = Field(default_factory=list, description="accumulating lines: what it trained on")
+    job_retries: list[JobRetry] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list, description="every container/blob that delivered this content")
     validation: ValidationSummary | None = None
     artifacts: RunArtifacts = Field(default_factory=RunArtifacts)
@@ -210,10 +232,14 @@ class RunRecord(Frozen):
         return (self.dataset.uploaded_at or self.created_at, self.run_id)
 
 
-def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: str, salt: str = "") -> str:
-    """Deterministic: the same content, parameters and base model are one run. A salt forces a new one."""
+def run_id_for(
+    dataset_sha256: str, parameters: FineTuneParameters, base_model: str, salt: str = "", line: str = DEFAULT_LINE
+) -> str:
+    """Deterministic: the same content, parameters, base model and line are one run. A salt forces a new one. The
+    default line adds nothing, so runs from before lines keep their ids."""
     digest = hashlib.sha256()
     parts = [dataset_sha256.encode(), parameters.canonical_json(), base_model.encode()]
+    parts += [f"line:{line}".encode()] if line != DEFAULT_LINE else []
     for part in parts + ([salt.encode()] if salt else []):
         digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two inputs share a byte stream
         digest.update(part)
@@ -221,7 +247,14 @@ def run_id_for(dataset_sha256: str, parameters: FineTuneParameters, base_model: 
 
 
 def new_run(
-    *, run_id: str, dataset: DatasetRef, parameters: FineTuneParameters, base_model: str, engine: str, now: datetime
+    *,
+    run_id: str,
+    dataset: DatasetRef,
+    parameters: FineTuneParameters,
+    base_model: str,
+    engine: str,
+    now: datetime,
+    line_config: EffectiveLineConfig | None = None,
 ) -> RunRecord:
     source = f"{dataset.container}/{dataset.blob}"
     return RunRecord(
@@ -233,6 +266,9 @@ def new_run(
         base_model=base_model,
         parameters=parameters,
         dataset=dataset,
+        line=line_config.line if line_config else DEFAULT_LINE,
+        line_config=line_config,
+        line_config_sha256=line_config.sha256 if line_config else None,
         sources=[source],
         history=[Transition(at=now, from_state=None, to_state=RunState.RECEIVED, reason=f"dataset {source}")],
     )

@@ -42,6 +42,7 @@ def engine_profile(settings: Settings) -> EngineProfile:
         gate_requires_base_eval=evaluates if require is None else require,
         parameter_presets=presets,
         previews_jobs_offline=settings.engine == "azureml",
+        presets_by_model=LOCAL_PRESETS if settings.engine == "local" else {},
     )
 
 

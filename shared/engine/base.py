@@ -32,11 +32,17 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class JobSpec:
-    run_id: str  # also the job name, which makes submission idempotent
+    run_id: str
     base_model: str
     parameters: FineTuneParameters
     data: TrainingData
     tags: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 0  # 0: the run's first job; n: its n-th resubmission after a transient failure
+
+    @property
+    def job_name(self) -> str:
+        """The run id, with `-r<n>` for a resubmission: the name makes each submission idempotent."""
+        return self.run_id if self.attempt == 0 else f"{self.run_id}-r{self.attempt}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class JobInfo:
     error: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     progress: JobProgress | None = None  # when the engine reports it
+    # a failure worth submitting again (a lost worker, a preempted node, a system error), not the job's own fault
+    failure_transient: bool = False
     warnings: tuple[JobWarning, ...] = ()  # what the engine changed or left out of the spec at submission
 
 

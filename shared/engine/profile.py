@@ -24,3 +24,10 @@ class EngineProfile:
     gate_requires_base_eval: bool  # the quality gate needs that loss (GATE_REQUIRE_BASE_EVAL, else the above)
     parameter_presets: Mapping[str, Any] = field(default_factory=dict)  # over the notebook's defaults
     previews_jobs_offline: bool = False  # `autopilot run --dry-run` can print the job this engine would submit
+    presets_by_model: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a line's own base model's
+
+    def presets_for(self, base_model: str) -> Mapping[str, Any]:
+        """The parameter presets of a base model (a line may name another than the engine's default)."""
+        if base_model == self.base_model:
+            return self.parameter_presets
+        return self.presets_by_model.get(base_model, {})

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from pydantic import ValidationError
 
@@ -25,12 +26,22 @@ from shared.domain.chatdata import (
     validate_chunks,
 )
 from shared.domain.errors import AutopilotError, InvalidInput, describe_validation_error
-from shared.domain.finetune import FineTuneParameters, parameters_for
+from shared.domain.finetune import FineTuneParameters
+from shared.domain.lines import (
+    DEFAULT_LINE,
+    EffectiveLineConfig,
+    InvalidLineConfig,
+    InvalidLineName,
+    check_line_name,
+    line_of,
+)
 from shared.domain.runs import (
     DatasetRef,
     RunArtifacts,
+    RunError,
     RunRecord,
     RunState,
+    UploadUsed,
     ValidationSummary,
     add_source,
     advance_from,
@@ -38,6 +49,8 @@ from shared.domain.runs import (
     run_id_for,
 )
 from shared.settings import Settings
+from shared.usecases.accumulate import line_uploads, union_lines
+from shared.usecases.lines import line_config, settings_only
 from shared.usecases.submission import IntakeOutcome, IntakeStatus, note_attempt, submit
 from shared.usecases.validation import validation_options
 
@@ -56,52 +69,82 @@ def intake_dataset(
     container: str,
     name: str,
     *,
-    parameters: FineTuneParameters | None = None,
+    parameters: Mapping[str, object] | None = None,
     force: bool = False,
+    line: str | None = None,
 ) -> IntakeOutcome:
-    """An uploaded blob becomes exactly one run: validated, split, recorded and, when valid, submitted.
+    """An uploaded blob becomes exactly one run of its line: validated, split, recorded and, when valid, submitted.
 
-    Safe to call any number of times for the same blob, concurrently too. Invalid data is recorded and
-    returned; transient storage or engine errors are raised (so the platform retries) after being noted
-    on the run when there is one. `parameters` replace the defaults; `force` makes a new run even for
-    content that was run before.
+    Safe to call any number of times for the same blob, concurrently too. Invalid data (and an upload whose line
+    name or line.json is unusable) is recorded and returned; transient storage or engine errors are raised (so the
+    platform retries) after being noted on the run when there is one. `parameters` go over the line's; `force`
+    makes a new run even for content that was run before; `line` overrides the line the blob's folder names.
     """
     if not is_dataset_blob(ctx.settings, name):
         logger.info("ignoring %s/%s: not a %s dataset upload", container, name, DATASET_SUFFIX)
         return IntakeOutcome(IntakeStatus.IGNORED, None, f"{name} is not a dataset upload")
     source = f"{container}/{name}"
     blob = ctx.store.info(container, name)
-    # Receipts only short-cut the trigger's redeliveries (default parameters, no force).
-    receipt_key = f"{source}@{blob.etag}" if parameters is None and not force else None
+    # Receipts only short-cut the trigger's redeliveries (the line's parameters, no force).
+    receipt_key = f"{source}@{blob.etag}" if parameters is None and not force and line is None else None
     if receipt_key and (known_run := ctx.ledger.receipt(receipt_key)) is not None:
         logger.info("%s was already taken in as run %s", source, known_run, extra={"run_id": known_run})
         return IntakeOutcome(IntakeStatus.DUPLICATE, known_run, "this upload was already taken in")
 
-    parameters = parameters or parameters_for(ctx.profile.parameter_presets, ctx.settings.finetune_overrides)
+    config, problem = _line_of_upload(ctx, name, line)
+    run_parameters = _with_overrides(config.parameters, parameters or {})
+    dataset = DatasetRef(
+        container=container,
+        blob=name,
+        sha256="",
+        size_bytes=blob.size,
+        etag=blob.etag,
+        uploaded_at=blob.last_modified,
+    )
     with SplitSpool() as spool:
-        options = validation_options(ctx.settings, parameters=parameters)
-        report = _validate_into(ctx, spool, container, name, blob.etag, options)
-        dataset = DatasetRef(
-            container=container,
-            blob=name,
-            sha256=report.sha256,
-            size_bytes=blob.size,
-            etag=blob.etag,
-            uploaded_at=blob.last_modified,
+        options = validation_options(ctx.settings, parameters=run_parameters)
+        uploads: list[UploadUsed] = []
+        if config.accumulate and problem is None:
+            # the upload is judged alone (its line numbers, its report); a valid one trains on the line's union
+            report = validate_chunks(ctx.store.iter_chunks(container, name, etag=blob.etag), options)
+            if report.valid:
+                union = line_uploads(ctx, config.line, dataset.model_copy(update={"sha256": report.sha256}))
+                report = validate_chunks(union_lines(ctx, union), options, on_example=spool.add)
+                uploads = union.used
+        else:
+            report = _validate_into(ctx, spool, container, name, blob.etag, options)
+        intake = _Intake(
+            config=config,
+            parameters=run_parameters,
+            problem=problem,
+            uploads=uploads,
+            force=force,
+            receipt_key=receipt_key,
         )
-        return _take_in(ctx, report, dataset, [source], parameters, force, spool, receipt_key)
+        return _take_in(ctx, report, dataset.model_copy(update={"sha256": report.sha256}), [source], spool, intake)
 
 
 def intake_train_test(
-    ctx: AppContext, container: str, train: str, test: str, *, parameters: FineTuneParameters, force: bool = False
+    ctx: AppContext,
+    container: str,
+    train: str,
+    test: str,
+    *,
+    parameters: Mapping[str, object] | None = None,
+    force: bool = False,
+    line: str | None = None,
 ) -> IntakeOutcome:
     """A run from explicit train and test files (no split): both validated, the test file held out as it is."""
     for name in (train, test):
         if not is_dataset_blob(ctx.settings, name):
             raise InvalidInput(f"{name} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
+    config, problem = _line_of_upload(ctx, train, line)
+    if problem is not None:
+        raise problem  # an ad-hoc request: answered, not recorded
+    run_parameters = _with_overrides(config.parameters, parameters or {})
     train_blob, test_blob = ctx.store.info(container, train), ctx.store.info(container, test)
     with SplitSpool() as spool:
-        options = replace(validation_options(ctx.settings, parameters=parameters), test_fraction=0.0)
+        options = replace(validation_options(ctx.settings, parameters=run_parameters), test_fraction=0.0)
         train_report = _validate_into(ctx, spool, container, train, train_blob.etag, options, Split.TRAIN)
         test_report = _validate_into(
             ctx, spool, container, test, test_blob.etag, replace(options, min_train_rows=1), Split.TEST
@@ -116,27 +159,36 @@ def intake_train_test(
             uploaded_at=max(filter(None, (train_blob.last_modified, test_blob.last_modified)), default=None),
         )
         sources = [f"{container}/{train}", f"{container}/{test}"]
-        return _take_in(ctx, report, dataset, sources, parameters, force, spool, None)
+        intake = _Intake(config=config, parameters=run_parameters, force=force)
+        return _take_in(ctx, report, dataset, sources, spool, intake)
 
 
 def create_run(ctx: AppContext, request: CreateRunRequest) -> tuple[IntakeOutcome, RunRecord]:
-    """An ad-hoc run of data already in the datasets container, with parameter overrides."""
-    try:
-        parameters = parameters_for(
-            ctx.profile.parameter_presets, {**ctx.settings.finetune_overrides, **request.parameters}
-        )
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
+    """An ad-hoc run of data already in the datasets container, with parameter overrides over its line's."""
     container = ctx.settings.datasets_container
+    dataset = request.dataset or request.train
+    assert dataset is not None  # CreateRunRequest: dataset, or both train and test
+    config, problem = _line_of_upload(ctx, dataset, request.line)
+    if problem is not None:
+        raise problem  # an ad-hoc request: answered, not recorded
+    _with_overrides(config.parameters, request.parameters)  # bad parameters are refused before any blob is read
     if request.dataset is None:
-        assert request.train is not None and request.test is not None  # CreateRunRequest: dataset, or both
+        assert request.train is not None and request.test is not None
         outcome = intake_train_test(
-            ctx, container, request.train, request.test, parameters=parameters, force=request.force
+            ctx,
+            container,
+            request.train,
+            request.test,
+            parameters=request.parameters,
+            force=request.force,
+            line=request.line,
         )
     elif not is_dataset_blob(ctx.settings, request.dataset):
         raise InvalidInput(f"{request.dataset} is not a dataset (a .jsonl outside {ctx.settings.prepared_prefix})")
     else:
-        outcome = intake_dataset(ctx, container, request.dataset, parameters=parameters, force=request.force)
+        outcome = intake_dataset(
+            ctx, container, request.dataset, parameters=request.parameters, force=request.force, line=request.line
+        )
     assert outcome.run_id is not None  # only an ignored upload has none, and both names were checked above
     return outcome, ctx.ledger.get(outcome.run_id)
 
@@ -170,27 +222,66 @@ def _validate_into(
     return validate_chunks(ctx.store.iter_chunks(container, name, etag=etag), options, on_example=sink)
 
 
+@dataclass(frozen=True)
+class _Intake:
+    """What one intake decided before recording: the line's config, the run's parameters, and how to record it."""
+
+    config: EffectiveLineConfig
+    parameters: FineTuneParameters
+    problem: AutopilotError | None = None  # an unusable line name or line.json: the upload is recorded rejected
+    uploads: list[UploadUsed] = field(default_factory=list)
+    force: bool = False
+    receipt_key: str | None = None
+
+
+def _line_of_upload(
+    ctx: AppContext, name: str, line: str | None
+) -> tuple[EffectiveLineConfig, InvalidLineName | InvalidLineConfig | None]:
+    """The line's config, or the settings' with the reason the line cannot be used."""
+    raw = line if line is not None else (name.split("/", 1)[0] if "/" in name else DEFAULT_LINE)
+    try:
+        resolved = check_line_name(line) if line is not None else line_of(name)
+        return line_config(ctx, resolved), None
+    except (InvalidLineName, InvalidLineConfig) as problem:
+        return settings_only(ctx, raw), problem
+
+
+def _with_overrides(base: FineTuneParameters, overrides: Mapping[str, object]) -> FineTuneParameters:
+    if not overrides:
+        return base
+    try:
+        return FineTuneParameters.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid parameters: {describe_validation_error(exc, 'parameters')}") from exc
+
+
 def _take_in(
     ctx: AppContext,
     report: ValidationReport,
     dataset: DatasetRef,
     sources: list[str],
-    parameters: FineTuneParameters,
-    force: bool,
     spool: SplitSpool,
-    receipt_key: str | None,
+    intake: _Intake,
 ) -> IntakeOutcome:
-    """Record the validated dataset as a run (or find it), then prepare and submit it."""
-    run_id = run_id_for(report.sha256, parameters, ctx.profile.base_model, salt=uuid.uuid4().hex if force else "")
+    """Record the validated dataset as a run of its line (or find it), then prepare and submit it."""
+    config, receipt_key = intake.config, intake.receipt_key
+    run_id = run_id_for(
+        report.sha256,
+        intake.parameters,
+        config.base_model,
+        salt=uuid.uuid4().hex if intake.force else ("unusable-line" if intake.problem else ""),
+        line=config.line,
+    )
     record, created = ctx.ledger.create(
         new_run(
             run_id=run_id,
             dataset=dataset,
-            parameters=parameters,
-            base_model=ctx.profile.base_model,
+            parameters=intake.parameters,
+            base_model=config.base_model,
             engine=ctx.profile.name,
             now=ctx.now(),
-        )
+            line_config=config,
+        ).model_copy(update={"uploads": intake.uploads})
     )
     logger.info(
         "%s is run %s (%s): %s",
@@ -207,7 +298,7 @@ def _take_in(
             ctx.ledger.add_receipt(receipt_key, run_id)
         return IntakeOutcome(IntakeStatus.DUPLICATE, run_id, f"same content as run {run_id} ({record.state})")
     try:
-        outcome = _prepare_and_submit(ctx, record, report, spool)
+        outcome = _prepare_and_submit(ctx, record, report, spool, intake.problem)
     except AutopilotError as exc:
         if exc.transient:
             note_attempt(ctx, run_id, "intake", exc)
@@ -223,11 +314,11 @@ def _adding_source(ctx: AppContext, source: str) -> RecordChange:
 
 
 def _prepare_and_submit(
-    ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool
+    ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool, problem: AutopilotError | None
 ) -> IntakeOutcome:
     run_id = record.run_id
     ctx.ledger.transition(run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
-    artifacts = _write_outputs(ctx, record, report, spool)
+    artifacts = _write_outputs(ctx, record, report, spool, splits=report.valid and problem is None)
     summary = ValidationSummary(
         valid=report.valid,
         rows=report.rows,
@@ -236,20 +327,22 @@ def _prepare_and_submit(
         error_counts=report.error_counts,
         warning_counts=report.warning_counts,
     )
-    if not report.valid:
+    if not report.valid or problem is not None:
+        reason = f"{problem.code}: {problem.message}" if problem else report.summary()
         ctx.ledger.transition(
             run_id,
             advance_from(
                 RunState.VALIDATING,
                 RunState.REJECTED,
-                report.summary(),
+                reason,
                 ctx.now(),
                 validation=summary,
                 artifacts=artifacts,
+                error=RunError(code=problem.code, message=problem.message) if problem else None,
             ),
         )
-        logger.info("run %s rejected: %s", run_id, report.summary(), extra={"run_id": run_id})
-        return IntakeOutcome(IntakeStatus.REJECTED, run_id, report.summary())
+        logger.info("run %s rejected: %s", run_id, reason, extra={"run_id": run_id})
+        return IntakeOutcome(IntakeStatus.REJECTED, run_id, reason)
     record = ctx.ledger.update(
         run_id,
         lambda r: (
@@ -261,14 +354,16 @@ def _prepare_and_submit(
     return submit(ctx, record)
 
 
-def _write_outputs(ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool) -> RunArtifacts:
+def _write_outputs(
+    ctx: AppContext, record: RunRecord, report: ValidationReport, spool: SplitSpool, *, splits: bool
+) -> RunArtifacts:
     """Prepared splits (valid datasets only) and the reports, beside the upload, under a prefix for the run.
 
     The content is a function of the run id, so a retry overwriting them writes the same bytes."""
     container = record.dataset.container
     prefix = f"{ctx.settings.prepared_prefix}{record.run_id}/"
     written: dict[str, str] = {}
-    if report.valid:
+    if splits:
         for split in Split:
             name = f"{prefix}{split}.jsonl"
             ctx.store.write(container, name, spool.rewound(split), content_type="application/jsonl")

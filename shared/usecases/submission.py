@@ -38,8 +38,8 @@ class IntakeOutcome:
     detail: str
 
 
-def job_spec_for(settings: Settings, record: RunRecord) -> JobSpec:
-    """The job a run submits: its parameters, and the prepared splits beside its dataset."""
+def job_spec_for(settings: Settings, record: RunRecord, attempt: int = 0) -> JobSpec:
+    """The job a run submits (its `attempt`-th resubmission, from 1): its parameters, the prepared splits."""
     run_id = record.run_id
     container, prefix = record.dataset.container, f"{settings.prepared_prefix}{run_id}/"
     return JobSpec(
@@ -48,6 +48,7 @@ def job_spec_for(settings: Settings, record: RunRecord) -> JobSpec:
         parameters=record.parameters,
         data=TrainingData(container=container, train_blob=f"{prefix}train.jsonl", test_blob=f"{prefix}test.jsonl"),
         tags={RUN_TAG: run_id, "dataset_sha256": record.dataset.sha256},
+        attempt=attempt,
     )
 
 

@@ -116,10 +116,10 @@ def test_five_deliveries_of_the_same_upload_make_one_run_and_one_submission(
     assert len(run.history) == 3
 
 
-def test_same_bytes_under_two_names_are_one_run(ctx: AppContext, engine: FakeEngine, settings: Settings):
-    # given the same content uploaded twice under different names
-    first = upload(settings, "a/train.jsonl", VALID)
-    second = upload(settings, "b/copy.jsonl", VALID)
+def test_same_bytes_under_two_names_of_one_line_are_one_run(ctx: AppContext, engine: FakeEngine, settings: Settings):
+    # given the same content uploaded twice under different names of one line
+    first = upload(settings, "bot/a/train.jsonl", VALID)
+    second = upload(settings, "bot/b/copy.jsonl", VALID)
 
     # when both uploads trigger
     on_dataset_uploaded(first)
@@ -129,7 +129,8 @@ def test_same_bytes_under_two_names_are_one_run(ctx: AppContext, engine: FakeEng
     run = only_run(ctx)
     assert engine.submit_calls == 1
     container = settings.datasets_container
-    assert run.sources == [f"{container}/a/train.jsonl", f"{container}/b/copy.jsonl"]
+    assert run.sources == [f"{container}/bot/a/train.jsonl", f"{container}/bot/b/copy.jsonl"]
+    assert run.line == "bot"
 
 
 def test_concurrent_duplicate_deliveries_make_one_run_and_one_job(

@@ -93,7 +93,7 @@ def run_pipeline_spec(
     serving size, when known, goes on the job as a tag, for the registered model to carry."""
     serving = {SERVING_SIZE_TAG: serving_size} if serving_size else {}
     return pipeline_job_spec(
-        job_name=spec.run_id,
+        job_name=spec.job_name,
         experiment_name=config.experiment_name,
         model_name=model_name,
         model_id=model_id,

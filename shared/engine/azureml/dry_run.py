@@ -122,7 +122,7 @@ def offline_pipeline_job(
         warnings.append(retiring)
     job = build_pipeline_job(component, job_spec)
     return DryRun(
-        job_name=spec.run_id,
+        job_name=spec.job_name,
         display_name=job_spec.display_name,
         request_body=job_request_body(job),
         assumptions=assumptions,

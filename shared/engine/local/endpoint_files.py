@@ -63,6 +63,17 @@ class EndpointFiles:
             raise EndpointNotFound(f"endpoint {name} does not exist")
         return folder
 
+    def remembered_port(self, name: str) -> int | None:
+        """The port the endpoint had before (kept when it is deleted): a restored endpoint keeps its scoring URI."""
+        try:
+            return int((self.root / f".{name}.port").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def remember_port(self, name: str, port: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / f".{name}.port").write_text(str(port))
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Serializes changes to one endpoint across threads and processes."""

@@ -10,7 +10,8 @@
     <state>/endpoints/.<name>.lock     serializes changes to one endpoint across threads and processes
 
 An endpoint is a router process (serving/router.py) on a fixed loopback port: the scoring URI
-http://127.0.0.1:<port>/score stays the same across restarts. Each deployment is a deployment-server process
+http://127.0.0.1:<port>/score stays the same across restarts, and across a teardown and restore (the port is kept in
+`.<name>.port` beside the endpoint folders). Each deployment is a deployment-server process
 (serving/deployment_server.py) on a port of its own, reachable only through the router. The router re-reads
 endpoint.json when it changes, so traffic updates and new deployments need no restart.
 
@@ -87,7 +88,7 @@ class LocalEndpoints:
             config = files.read(folder) or {
                 "name": name,
                 "created_at": now_text(),
-                "port": free_port(),
+                "port": files.remembered_port(name) or free_port(),
                 "traffic": {},
                 "deployments": {},
                 "limits": dict(DEFAULT_LIMITS),
@@ -95,7 +96,8 @@ class LocalEndpoints:
             config["tags"] = {str(k): str(v) for k, v in tags.items()}
             config["updated_at"] = now_text()
             files.write(folder, config)
-            self._processes.ensure_router(folder, config)
+            self._processes.ensure_router(folder, config)  # another port only when the remembered one is taken
+            files.remember_port(name, config["port"])
             return files.info(folder, config)
 
     def get_endpoint(self, name: str) -> EndpointInfo | None:

@@ -77,17 +77,17 @@ class LocalEngine:
     # -- jobs ------------------------------------------------------------------------------------
 
     def submit_job(self, spec: JobSpec) -> JobInfo:
-        files = self._files(spec.run_id)
+        files = self._files(spec.job_name)
         try:
             files.root.parent.mkdir(parents=True, exist_ok=True)
             files.root.mkdir()  # the claim: one submission per job name, even with concurrent callers
         except FileExistsError:
-            logger.info("job %s exists already", spec.run_id, extra={"run_id": spec.run_id})
+            logger.info("job %s exists already", spec.job_name, extra={"run_id": spec.run_id})
             return self._job_info(files)
         try:
             self._copy_training_data(spec, files)
             job = TrainingJob(
-                name=spec.run_id,
+                name=spec.job_name,
                 base_model=spec.base_model or self._base_model,
                 parameters=spec.parameters,
                 tags=dict(spec.tags),
@@ -104,7 +104,7 @@ class LocalEngine:
         except BaseException:
             shutil.rmtree(files.root, ignore_errors=True)  # no half-made job: a retry submits afresh
             raise
-        logger.info("job %s started (pid %s)", spec.run_id, pid, extra={"run_id": spec.run_id})
+        logger.info("job %s started (pid %s)", spec.job_name, pid, extra={"run_id": spec.run_id})
         self._watch(files)
         return self._job_info(files)
 
@@ -228,6 +228,7 @@ class LocalEngine:
             status=state.status,
             created_at=state.created_at,
             error=f"{state.error.code}: {state.error.message}" if state.error else None,
+            failure_transient=state.error is not None and state.error.code in TRANSIENT_JOB_ERRORS,
             tags=job.tags if job else {},
             progress=JobProgress(step=progress.step, total_steps=progress.max_steps, loss=progress.loss)
             if progress
@@ -263,6 +264,10 @@ class LocalEngine:
     def _watch(self, files: JobFiles) -> None:
         if self._watcher is not None:
             self._watcher.watch(files)
+
+
+# A worker that was killed or died without writing its result: nothing about the job itself; a new one may succeed.
+TRANSIENT_JOB_ERRORS = frozenset({"worker_lost"})
 
 
 class _StatusWatcher:

@@ -9,12 +9,15 @@ from datetime import timedelta
 
 from shared.adapters.leases import EndpointBusy
 from shared.context import AppContext
+from shared.domain.errors import AutopilotError
 from shared.domain.idle import entered, idle_minutes, last_activity
 from shared.domain.runs import (
+    RunRecord,
     RunState,
     advance_from,
 )
 from shared.usecases.lifecycle.steps import deploying_to
+from shared.usecases.lines import line_config
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,6 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
     takes minutes to show the smoke test's request, so an endpoint that just got a new model must not read as
     idle since its creation."""
     now = ctx.now()
-    idle_for = timedelta(minutes=ctx.settings.idle_minutes)
     grace = timedelta(minutes=ctx.settings.idle_grace_minutes)
     torn_down = []
     busy = _endpoints_being_deployed(ctx)
@@ -36,6 +38,7 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         if not endpoint.is_managed or endpoint.name in busy:
             continue
         serving = [record for record in deployed if record.endpoint and record.endpoint.name == endpoint.name]
+        idle_for = timedelta(minutes=_idle_minutes_of(ctx, serving))
         deployed_at = [entered(record, RunState.DEPLOYED) for record in serving]
         last_use = last_activity(endpoint.created_at, endpoint.last_request_at, deployed_at)
         minutes = idle_minutes(
@@ -47,6 +50,18 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
         if _tear_down(ctx, endpoint.name, [record.run_id for record in serving], reason):
             torn_down.append(endpoint.name)
     return torn_down
+
+
+def _idle_minutes_of(ctx: AppContext, serving: list[RunRecord]) -> float:
+    """The idle_minutes of the endpoint's line (an endpoint serves one line) as its line.json says now; the setting
+    when there is no serving run, or the line's config cannot be read."""
+    if not serving:
+        return ctx.settings.idle_minutes
+    try:
+        return line_config(ctx, serving[0].line).idle_minutes
+    except AutopilotError as exc:
+        logger.warning("line %s: %s; IDLE_MINUTES applies", serving[0].line, exc.message)
+        return ctx.settings.idle_minutes
 
 
 def _tear_down(ctx: AppContext, endpoint_name: str, serving: list[str], reason: str) -> bool:

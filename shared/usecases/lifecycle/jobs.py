@@ -16,50 +16,17 @@ from shared.context import AppContext
 from shared.domain.errors import AutopilotError, InvalidTransition
 from shared.domain.jobs import JobStatus
 from shared.domain.runs import (
-    RunError,
     RunRecord,
     RunState,
-    advance_from,
 )
 from shared.usecases.lifecycle.promotion import review_gate_register
+from shared.usecases.lifecycle.retries import retry_or_fail
 from shared.usecases.lifecycle.rollout import deploy, smoke_test_and_shift
+from shared.usecases.lifecycle.status import record_job_status
 from shared.usecases.lifecycle.steps import StepFailed
 from shared.usecases.queries import get_run
 
 logger = logging.getLogger(__name__)
-
-# How a job status moves a run, from the states it may come from.
-_JOB_TRANSITIONS: dict[JobStatus, tuple[frozenset[RunState], RunState]] = {
-    JobStatus.RUNNING: (frozenset({RunState.SUBMITTED}), RunState.RUNNING),
-    JobStatus.COMPLETED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.TRAINED),
-    JobStatus.FAILED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.FAILED),
-    JobStatus.CANCELED: (frozenset({RunState.SUBMITTED, RunState.RUNNING}), RunState.CANCELED),
-}
-
-
-def record_job_status(ctx: AppContext, run_id: str, status: JobStatus, *, error: str | None = None) -> RunRecord:
-    """Apply a job status to the run. A status that does not fit the run's state (stale, duplicated or out of
-    order) changes nothing."""
-    if status not in _JOB_TRANSITIONS:
-        return ctx.ledger.get(run_id)
-    sources, target = _JOB_TRANSITIONS[status]
-    reason = f"job {status}" + (f": {error}" if error else "")
-    changes = (
-        {"error": RunError(code=f"job_{status}", message=error or f"the job was {status}")}
-        if status in (JobStatus.FAILED, JobStatus.CANCELED)
-        else {}
-    )
-
-    def change(record: RunRecord) -> RunRecord | None:
-        if record.state not in sources:
-            return None
-        return advance_from(record.state, target, reason, ctx.now(), **changes)(record)
-
-    before = ctx.ledger.get(run_id)
-    after = ctx.ledger.transition(run_id, change)
-    if after.state == before.state:
-        logger.info("run %s: job %s ignored in state %s", run_id, status, before.state, extra={"run_id": run_id})
-    return after
 
 
 def complete_run(ctx: AppContext, run_id: str) -> RunRecord:
@@ -95,7 +62,9 @@ def handle_job_event(ctx: AppContext, event: JobEvent) -> str:
             record = complete_run(ctx, run_id)
         except StepFailed as exc:
             return f"run {run_id} failed: {exc.message}"  # recorded on the run; a redelivery would not help
-    elif status in (JobStatus.FAILED, JobStatus.CANCELED):
+    elif status == JobStatus.FAILED:
+        record = retry_or_fail(ctx, run_id, ctx.engine.get_job(event.job_name))
+    elif status == JobStatus.CANCELED:
         job = ctx.engine.get_job(event.job_name)
         record = record_job_status(ctx, run_id, status, error=job.error)
     else:
@@ -128,6 +97,8 @@ def reconcile_runs(ctx: AppContext) -> list[str]:
                 job = ctx.engine.get_job(record.job_name)
                 if job.status == JobStatus.COMPLETED:
                     record = complete_run(ctx, record.run_id)
+                elif job.status == JobStatus.FAILED:
+                    record = retry_or_fail(ctx, record.run_id, job)
                 elif job.status != JobStatus.QUEUED:
                     record = record_job_status(ctx, record.run_id, job.status, error=job.error)
             elif record.state in _RESUMABLE and now - record.updated_at > stale_after:

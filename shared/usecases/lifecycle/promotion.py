@@ -6,7 +6,7 @@ import logging
 
 from shared.context import AppContext
 from shared.domain.charts import loss_curve_svg
-from shared.domain.gate import GatePolicy, quality_gate
+from shared.domain.gate import quality_gate
 from shared.domain.runs import (
     ModelVersion,
     RunMetrics,
@@ -15,7 +15,7 @@ from shared.domain.runs import (
     advance_from,
 )
 from shared.domain.tags import CHAMPION, RUN_TAG
-from shared.usecases.lifecycle.steps import attempt, champion_is_newer, float_tag, model_name_for
+from shared.usecases.lifecycle.steps import attempt, champion_is_newer, float_tag, gate_policy_for, model_name_for
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,7 @@ def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
     model_name = model_name_for(ctx, record)
     champion = attempt(ctx, record, "review", "get_model", lambda: engine.get_model(model_name, alias=CHAMPION))
     champion_loss = float_tag(champion.tags.get("eval_loss")) if champion else None
-    policy = GatePolicy(
-        ctx.settings.gate_min_improvement,
-        ctx.settings.gate_champion_tolerance,
-        require_base_eval=ctx.profile.gate_requires_base_eval,
-    )
+    policy = gate_policy_for(ctx, record)
     gate = quality_gate(
         metrics,
         policy,

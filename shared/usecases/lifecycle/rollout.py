@@ -27,7 +27,7 @@ from shared.domain.scoring import answer_text, scoring_request, smoke_test_conve
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef, ScoringRequest
 from shared.usecases.lifecycle.shift import shift_traffic
-from shared.usecases.lifecycle.steps import attempt, dataset_lines
+from shared.usecases.lifecycle.steps import attempt
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +165,11 @@ def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
     # the prepared splits are written before a run is submitted; the endpoint is set on the transition to deploying
     assert artifacts.test is not None and ref is not None
     container, _, name = artifacts.test.partition("/")
-    first_line = next(iter(dataset_lines(ctx, container, name)), None)
+    first_line = next(iter(ctx.store.iter_lines(container, name)), None)
     if first_line is None:
         assert artifacts.train is not None  # written with the test split
         container, _, name = artifacts.train.partition("/")
-        first_line = next(iter(dataset_lines(ctx, container, name)))
+        first_line = next(iter(ctx.store.iter_lines(container, name)))
     request = scoring_request(smoke_test_conversation(orjson.loads(first_line)))
     timeout_s = ctx.settings.smoke_test_timeout_s
     started = time.monotonic()

@@ -14,14 +14,14 @@ import logging
 from functools import partial
 
 from shared.context import AppContext
-from shared.domain.gate import ChampionCheck, GatePolicy, against_champion
+from shared.domain.gate import ChampionCheck, against_champion
 from shared.domain.idle import entered
 from shared.domain.naming import deployment_name_for
 from shared.domain.runs import RunRecord, RunState, SmokeTestResult, advance_from
 from shared.domain.tags import CHAMPION
 from shared.domain.traffic import shifted_traffic, to_retire
 from shared.engine.base import ModelRef
-from shared.usecases.lifecycle.steps import attempt, champion_is_newer, deploying_to, float_tag
+from shared.usecases.lifecycle.steps import attempt, champion_is_newer, deploying_to, float_tag, gate_policy_for
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _against_current_champion(ctx: AppContext, record: RunRecord) -> ChampionChe
     champion_loss = float_tag(champion.tags.get("eval_loss"))
     if name == gate.champion or champion_loss is None:
         return None
-    policy = GatePolicy(ctx.settings.gate_min_improvement, ctx.settings.gate_champion_tolerance)
+    policy = gate_policy_for(ctx, record)
     return against_champion(
         metrics.eval_loss,
         policy,

@@ -10,7 +10,8 @@ from typing import TypeVar
 
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError
-from shared.domain.naming import endpoint_name_for, finetuned_model_name
+from shared.domain.gate import GatePolicy
+from shared.domain.naming import endpoint_name_for, line_model_name
 from shared.domain.runs import (
     RunError,
     RunRecord,
@@ -60,7 +61,18 @@ def float_tag(value: str | None) -> float | None:
 
 
 def model_name_for(ctx: AppContext, record: RunRecord) -> str:
-    return finetuned_model_name(record.base_model, ctx.settings.finetuned_model_suffix)
+    """The run's line's model name: its champion and its endpoint are the line's."""
+    return line_model_name(record.line, record.base_model, ctx.settings.finetuned_model_suffix)
+
+
+def gate_policy_for(ctx: AppContext, record: RunRecord) -> GatePolicy:
+    """The line's gate (recorded on the run when it was taken in), else the settings'."""
+    config = record.line_config
+    return GatePolicy(
+        config.gate_min_improvement if config else ctx.settings.gate_min_improvement,
+        config.gate_champion_tolerance if config else ctx.settings.gate_champion_tolerance,
+        require_base_eval=ctx.profile.gate_requires_base_eval,
+    )
 
 
 def attempt(ctx: AppContext, record: RunRecord, stage: str, operation: str, call: Callable[[], T]) -> T:
@@ -127,13 +139,3 @@ class StepFailed(AutopilotError):
     """A lifecycle step failed for good; the run is recorded `failed`. Not retried."""
 
     code = "step_failed"
-
-
-def dataset_lines(ctx: AppContext, container: str, name: str):
-    pending = b""
-    for chunk in ctx.store.iter_chunks(container, name):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line for line in complete if line.strip())
-    if pending.strip():
-        yield pending
