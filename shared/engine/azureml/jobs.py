@@ -1,4 +1,7 @@
-"""The run's pipeline job: submitted once (get-before-create), read, cancelled, and its finetune step's metrics."""
+"""The run's pipeline job: submitted once (get-before-create), read, cancelled, and its finetune step's metrics.
+
+A failed job is read further: run history has the failed steps' errors (run_history.py), which give its cause and
+whether a resubmission may succeed (job_failures.py: a system error or a preempted node, never a user error)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from shared.engine.azureml.base_model import BaseModelLookup
 from shared.engine.azureml.clients import AzureMLClients, get_or_none, state_text
 from shared.engine.azureml.config import run_pipeline_spec
 from shared.engine.azureml.foundation import inference_size, serving_size_warning
+from shared.engine.azureml.job_failures import FailedRun, JobFailure, classify
 from shared.engine.azureml.job_metrics import TRACKING_SCOPE, HttpGet, finetune_step, read_job_metrics, rest_base
 from shared.engine.azureml.model_card import FoundationModel, check_fine_tunable
 from shared.engine.azureml.pipeline import PipelineJobSpec, build_pipeline_job
+from shared.engine.azureml.run_history import ChildRun, child_runs, run_details_body
 from shared.engine.azureml.sdk_errors import translate, translated
 from shared.engine.base import JobInfo, JobMetrics, JobSpec, JobWarning
 
@@ -31,9 +36,9 @@ class AzureMLJobs:
 
     def submit_job(self, spec: JobSpec) -> JobInfo:
         jobs, config = self._clients.workspace.jobs, self._clients.config
-        existing = get_or_none(lambda: jobs.get(spec.run_id), f"get job {spec.run_id}")
+        existing = get_or_none(lambda: jobs.get(spec.job_name), f"get job {spec.job_name}")
         if existing is not None:
-            return job_info(existing)
+            return self._job_info(existing)
         model = self._base_model.foundation_model()
         notes = check_fine_tunable(model, self._clients.now())
         pipeline_spec = self.pipeline_job_spec(spec, model)
@@ -48,12 +53,12 @@ class AzureMLJobs:
         try:
             created = jobs.create_or_update(job, experiment_name=config.experiment_name)
         except Exception as exc:
-            error = translate(exc, f"submit job {spec.run_id}")
+            error = translate(exc, f"submit job {spec.job_name}")
             if error.code != "azureml_already_exists":
                 raise error from exc
-            created = jobs.get(spec.run_id)  # a concurrent delivery submitted it first
+            created = jobs.get(spec.job_name)  # a concurrent delivery submitted it first
         logger.info("run %s: submitted pipeline job %s", spec.run_id, created.name, extra={"run_id": spec.run_id})
-        return replace(job_info(created), warnings=tuple(warnings))
+        return replace(self._job_info(created), warnings=tuple(warnings))
 
     def pipeline_job_spec(self, spec: JobSpec, model: FoundationModel) -> PipelineJobSpec:
         """The job this run submits: the base model's defaults and the compute resolved against the service, and the
@@ -74,7 +79,42 @@ class AzureMLJobs:
         job = get_or_none(lambda: self._clients.workspace.jobs.get(name), f"get job {name}")
         if job is None:
             raise EngineError(f"no job named {name} in the workspace", code="job_not_found", transient=False)
-        return job_info(job)
+        return self._job_info(job)
+
+    def _job_info(self, job: Any) -> JobInfo:
+        info = job_info(job)
+        if info.status != JobStatus.FAILED:
+            return info
+        return job_info(job, self.failure(job.name))
+
+    def failure(self, name: str) -> JobFailure:
+        """Why the job failed, from run history: its failed steps' errors (or its own). A run history that does not
+        answer now raises (transient: the poll comes back); one that refuses the read gives an unknown cause."""
+        try:
+            job = FailedRun(name, run_details_body(self._clients.workspace, name))
+            steps = [
+                FailedRun(run.display_name or run.run_id, run_details_body(self._clients.workspace, run.run_id))
+                for run in self._failed_steps(name)
+            ]
+        except Exception as exc:
+            error = translate(exc, f"read why job {name} failed")
+            if error.transient:
+                raise error from exc
+            logger.warning("job %s failed; its cause could not be read: %s", name, error)
+            return JobFailure(cause=None, transient=False)
+        failure = classify(job, steps)
+        logger.info("job %s failed: %s (transient: %s)", name, failure.cause, failure.transient)
+        return failure
+
+    def _failed_steps(self, name: str, depth: int = 3) -> Iterator[ChildRun]:
+        """The failed runs below the job that have no failed children of their own: where the failure happened."""
+        if depth == 0:
+            return
+        for child in child_runs(self._clients.workspace, name):
+            if from_azure(child.status) != JobStatus.FAILED:
+                continue
+            below = list(self._failed_steps(child.run_id, depth - 1))
+            yield from below or [child]
 
     def cancel_job(self, name: str) -> JobInfo:
         job = self.get_job(name)
@@ -112,12 +152,17 @@ class AzureMLJobs:
             yield from self._descendants(child.name, depth - 1)
 
 
-def job_info(job: Any) -> JobInfo:
+def job_info(job: Any, failure: JobFailure | None = None) -> JobInfo:
+    """The job as the port shows it; `failure` (a failed job's cause, from run history) gives the error its cause and
+    whether the failure is transient."""
     raw = state_text(getattr(job, "status", None))
     status = from_azure(raw) or JobStatus.RUNNING  # a word not known yet: still running, never over
     error = None
+    transient = False
     if status in (JobStatus.FAILED, JobStatus.CANCELED):
-        error = f"pipeline job {raw}; see its logs in Azure ML studio: {getattr(job, 'studio_url', None)}"
+        cause = f" ({failure.cause})" if failure and failure.cause and status == JobStatus.FAILED else ""
+        error = f"pipeline job {raw}{cause}; see its logs in Azure ML studio: {getattr(job, 'studio_url', None)}"
+        transient = bool(failure and failure.transient and status == JobStatus.FAILED)
     context = getattr(job, "creation_context", None)
     return JobInfo(
         name=job.name,
@@ -125,4 +170,5 @@ def job_info(job: Any) -> JobInfo:
         created_at=getattr(context, "created_at", None),
         error=error,
         tags=dict(getattr(job, "tags", None) or {}),
+        failure_transient=transient,
     )

@@ -154,6 +154,49 @@ def child_run(run_id: str, display_name: str, parent: str, status: str) -> dict[
     }
 
 
+def run_error(code: str, message: str, inner_code: str | None = None, component: str | None = None) -> dict[str, Any]:
+    """A run's error in run history (no recording: azure-ai-ml 1.35.2's runhistory ErrorResponse and RootError models,
+    camelCase as on the wire). `code` is the root category (UserError, SystemError, ...), `inner_code` the specific
+    cause, as azureml's error definitions nest them: e.g. SystemError > ClientError, UserError > Memory."""
+    return {
+        "error": {
+            "code": code,
+            "severity": None,
+            "message": message,
+            "messageFormat": None,
+            "messageParameters": {},
+            "referenceCode": None,
+            "detailsUri": None,
+            "target": None,
+            "details": [],
+            "innerError": {"code": inner_code, "innerError": None} if inner_code else None,
+            "additionalInfo": None,
+        },
+        "correlation": {"operation": uuid.uuid4().hex, "request": uuid.uuid4().hex[:16]},
+        "environment": "eastus",
+        "location": "eastus",
+        "time": "2026-07-01T12:00:00+00:00",
+        "componentName": component,
+    }
+
+
+def run_details(run_id: str, parent: str | None, status: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """`GET .../runs/<id>/details` (no recording: the SDK's runhistory RunDetails model); `error` is present only on
+    a run that failed with one."""
+    return {
+        "runId": run_id,
+        "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id)),
+        "parentRunId": parent,
+        "status": status,
+        "target": "gpu-a100",
+        "error": error,
+        "warnings": None,
+        "tags": {},
+        "properties": {},
+        "logFiles": {},
+    }
+
+
 def model_version(arm_id: str, version: str, request: dict[str, Any], created: datetime) -> dict[str, Any]:
     body = _entry(MODEL_CRUD, "PUT", "/versions/", 201)["ResponseBody"]
     body.update(id=arm_id, name=version)

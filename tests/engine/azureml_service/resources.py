@@ -151,6 +151,20 @@ def job_children(s: AzureMLService, request: Request, ws: str, name: str) -> Res
     return Response(200, {"value": s.job_children.get(name, []), "nextLink": None, "continuationToken": None})
 
 
+def run_details(s: AzureMLService, request: Request, ws: str, name: str) -> Response:
+    """A run as run history has it: a step's status from its parent's children, a job's from the job, and the
+    error a failed run was given (service.fail_job)."""
+    s.record("runs.get_details", name)
+    for parent, children in s.job_children.items():
+        for child in children:
+            if child["runId"] == name:
+                return Response(200, recorded.run_details(name, parent, child["status"], s.run_errors.get(name)))
+    if name not in s.jobs:
+        return not_found(f"run {name}", "RunNotFound")
+    status = s.jobs[name]["properties"]["status"]
+    return Response(200, recorded.run_details(name, None, status, s.run_errors.get(name)))
+
+
 # -- models -----------------------------------------------------------------------------------------------
 
 

@@ -52,6 +52,11 @@ class Router:
                 HISTORY + r"/(?:experiments/[^/]+/|experimentids/[^/]+/)?runs/(?P<name>[^/]+)/children",
                 r.job_children,
             ),
+            (
+                "GET",
+                HISTORY + r"/(?:experiments/[^/]+/|experimentids/[^/]+/)?runs/(?P<name>[^/]+)/details",
+                r.run_details,
+            ),
             ("PUT", WS + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", r.put_model),
             ("GET", WS + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", r.get_model),
             ("GET", WS + r"/models/(?P<name>[^/]+)/versions", r.list_models),

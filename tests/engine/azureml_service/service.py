@@ -9,7 +9,8 @@ call that sends them ("jobs.create_or_update", "online_deployments.get", ...).
 Behaviour the adapter depends on, as the service shows it: a job name can be used once; an endpoint PUT answers
 201 `Creating` with an `Azure-AsyncOperation` to poll (`Updating`, then `Succeeded`); a deployment stays `Creating`
 until it has been looked at twice, then becomes `deployment_outcome`; traffic may only name existing deployments and
-sum to 0 or 100, and 0% entries are not kept; a deployment with traffic cannot be deleted. Routes live in routes.py.
+sum to 0 or 100, and 0% entries are not kept; a deployment with traffic cannot be deleted; a failed job (`fail_job`)
+has its error, and its failed steps', in run history (`runs/<id>/details`), not on the job. Routes live in routes.py.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class AzureMLService:
         self.job_requests: dict[str, dict[str, Any]] = {}  # each job's PUT body, as the SDK sent it
         self.job_children: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.step_metrics: dict[str, dict[str, Any]] = {}
+        self.run_errors: dict[str, dict[str, Any]] = {}  # run id -> its error in run history (an ErrorResponse)
         self.models: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, dict[str, str]] = {}
@@ -178,6 +180,33 @@ class AzureMLService:
     def set_job_status(self, name: str, status: str) -> None:
         with self.lock:
             self.jobs[name]["properties"]["status"] = status
+
+    def fail_job(
+        self,
+        name: str,
+        step_error: dict[str, Any] | None,
+        step: str = "finetune",
+        job_error: dict[str, Any] | None = None,
+    ) -> None:
+        """The job fails at one step: that step, the pipeline node holding it and the job become Failed, the step
+        with `step_error` in run history (None: failed without one) and the job with `job_error`. `step=""` fails
+        the job alone, before any step ran (a job that could not start)."""
+        node = f"{name}_chat_completion_pipeline"
+        with self.lock:
+            self.jobs[name]["properties"]["status"] = "Failed"
+            if job_error is not None:
+                self.run_errors[name] = job_error
+            if not step:
+                return
+            failed = {node, f"{name}_{step}"}
+            for child in self.job_children[name] + self.job_children[node]:
+                if child["runId"] in failed:
+                    child["status"] = "Failed"
+                    self.jobs[child["runId"]]["properties"]["status"] = "Failed"
+                elif child["runId"].endswith("_model_import") and child["status"] != "Failed":
+                    child["status"] = "Completed"
+            if step_error is not None:
+                self.run_errors[f"{name}_{step}"] = step_error
 
     def traffic(self, endpoint_name: str) -> dict[str, int]:
         return dict(self.endpoints[endpoint_name]["properties"]["traffic"])
