@@ -218,9 +218,11 @@ class FakeEngine:
             time.sleep(timeout_s)
             raise EngineError(f"{endpoint_name} did not answer within {timeout_s:g} s (fake)", code="scoring_timeout")
         time.sleep(seconds)
-        self.endpoints[endpoint_name] = replace(
-            endpoint, request_count=endpoint.request_count + 1, last_request_at=datetime.now(UTC)
-        )
+        with self._lock:  # the endpoint as it is now: a shift may have changed its traffic while this answered
+            current = self._endpoint(endpoint_name)
+            self.endpoints[endpoint_name] = replace(
+                current, request_count=current.request_count + 1, last_request_at=datetime.now(UTC)
+            )
         return {"output": "" if deployment_name in self.silent_deployments else f"answer from {deployment_name}"}
 
     def list_endpoints(self) -> list[EndpointInfo]:

@@ -4,6 +4,8 @@ Layout in the runs container:
   records/<run_id>.json     the RunRecord
   kept/<run_id>.json        the last version of it that was written whole: what `autopilot runs repair` restores
   receipts/<key>.json       "this upload (name + ETag) was already handled as run X": a fast path for redeliveries
+  index/...                 which runs are in which state and line (run_index.py): listings by state or line read
+                            only those runs
 
 A record that does not parse is contained: reading it raises RecordUnreadable (one run's trouble), and listings
 skip it and name it in `RunListing.unreadable`, so one damaged blob never stops the API or the sweep.
@@ -15,12 +17,13 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import orjson
 from pydantic import ValidationError
 
+from shared.adapters.run_index import RunIndex
 from shared.adapters.storage import BlobNotFound, BlobStore, ETagMismatch
 from shared.domain.errors import AutopilotError, ConcurrentUpdate, RecordUnreadable, RunNotFound
 from shared.domain.runs import RunRecord, RunState
@@ -67,9 +70,12 @@ class RunLedger:
         self._store = store
         self._container = container
         self.on_transition = on_transition
+        self.index = RunIndex(store, container)
+        self._index_complete = False
 
     def ensure_ready(self) -> None:
         self._store.ensure_container(self._container)
+        self.ensure_index()
 
     def get(self, run_id: str) -> RunRecord:
         return self._read(run_id)[0]
@@ -82,6 +88,7 @@ class RunLedger:
 
     def create(self, record: RunRecord) -> tuple[RunRecord, bool]:
         """Store a new record, or return the existing one unchanged; the bool says whether this call created it."""
+        self.index.mark(record)  # before the record: a record never lacks its markers
         try:
             self._store.write(
                 self._container,
@@ -106,6 +113,9 @@ class RunLedger:
             changed = change(current)
             if changed is None or changed == current:
                 return current
+            moves = changed.state != current.state
+            if moves:
+                self.index.mark_state(changed)
             try:
                 self._store.write(
                     self._container,
@@ -114,6 +124,8 @@ class RunLedger:
                     if_match=etag,
                     content_type="application/json",
                 )
+                if moves:
+                    self.index.unmark_state(current.state, run_id)
                 self._keep(changed)
                 return changed
             except ETagMismatch:
@@ -136,14 +148,35 @@ class RunLedger:
             self.on_transition(moved[0], after)
         return after
 
-    def list(self, *, state: RunState | None = None, line: str | None = None, limit: int = 100) -> list[RunRecord]:
-        """Records, newest first, optionally of one state and line; unreadable ones are left out (see `listing`)."""
-        return self.listing(state=state, line=line, limit=limit).records
+    def list(
+        self,
+        *,
+        state: RunState | None = None,
+        states: Collection[RunState] | None = None,
+        line: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Records, newest first, optionally of some states and one line; unreadable ones are left out (`listing`)."""
+        return self.listing(state=state, states=states, line=line, limit=limit).records
 
-    def listing(self, *, state: RunState | None = None, line: str | None = None, limit: int = 100) -> RunListing:
-        """Records, newest first, optionally of one state and line, and the records that could not be read."""
+    def listing(
+        self,
+        *,
+        state: RunState | None = None,
+        states: Collection[RunState] | None = None,
+        line: str | None = None,
+        limit: int = 100,
+    ) -> RunListing:
+        """Records, newest first, optionally of some states and one line, and the records that could not be read.
+        With a filter and a complete index, only the runs its markers name are read."""
+        wanted = {*(states or ()), *((state,) if state else ())}
+        if (wanted or line is not None) and self._indexed():
+            run_ids = self.index.run_ids(states=wanted or None, line=line)
+            names = sorted(_record_blob(run_id) for run_id in run_ids)
+        else:
+            names = list(self._store.list_names(self._container, RECORDS))
         records, unreadable = [], []
-        for name in self._store.list_names(self._container, RECORDS):
+        for name in names:
             try:
                 data, _ = self._store.read(self._container, name)
             except BlobNotFound:
@@ -155,10 +188,29 @@ class RunLedger:
                 logger.debug("%s", exc.message, extra={"run_id": run_id})
                 unreadable.append(UnreadableRecord(run_id=run_id, blob=f"{self._container}/{name}", error=exc.message))
                 continue
-            if (state is None or record.state == state) and (line is None or record.line == line):
+            if wanted and record.state not in wanted:
+                self.index.drop_stale(record, wanted)
+                continue
+            if line is None or record.line == line:
                 records.append(record)
         records.sort(key=lambda record: record.created_at, reverse=True)
         return RunListing(records=records[:limit], unreadable=unreadable)
+
+    def ensure_index(self) -> None:
+        """Build the index once, for records written before it existed (every write keeps it since)."""
+        if not self._indexed():
+            self.rebuild_index()
+
+    def rebuild_index(self) -> int:
+        """Markers for every readable record, from a full scan; returns how many records it indexed."""
+        count = self.index.rebuild(self.listing(limit=10**9).records)
+        self._index_complete = True
+        return count
+
+    def _indexed(self) -> bool:
+        if not self._index_complete:
+            self._index_complete = self.index.is_complete()
+        return self._index_complete
 
     def inspect(self, run_id: str) -> DamagedRecord:
         """The stored record as bytes, whether it parses, and the kept copy: what a repair needs to decide."""

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shared.cli.common import EXIT_INVALID, EXIT_USAGE, EXIT_VALID
 from shared.cli.common import settings_or_none as _settings
-from shared.cli.runs import add_runs_commands
+from shared.cli.runs import add_lines_command, add_runs_commands
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         endpoint_commands.add_parser(action, help=text).add_argument("name")
     endpoints.set_defaults(run=_endpoints)
     add_runs_commands(commands)
+    add_lines_command(commands)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`autopilot runs repair ID [--restore]`: a damaged run record, shown as stored, and put back from its kept copy."""
+"""`autopilot runs repair ID [--restore]` (a damaged run record, shown as stored, put back from its kept copy) and
+`autopilot lines [LINE] [--json]` (the model lines)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,53 @@ def _repair(args: argparse.Namespace) -> int:
     except AutopilotError as exc:
         print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE if exc.code == "invalid_input" else EXIT_INVALID
+
+
+def add_lines_command(commands: argparse._SubParsersAction) -> None:
+    lines = commands.add_parser(
+        "lines",
+        help="model lines: config, champion, endpoint and runs",
+        description="Each line (or LINE alone): its effective config, champion, endpoint state and scoring URI, its "
+        "last run and its runs by state.",
+    )
+    lines.add_argument("line", nargs="?", help="one line (default: all of them)")
+    lines.add_argument("--json", action="store_true", help="print JSON")
+    lines.set_defaults(run=_lines)
+
+
+def _lines(args: argparse.Namespace) -> int:
+    import json
+
+    from shared.context import AppContext
+    from shared.domain.errors import AutopilotError
+    from shared.usecases.lines import get_line, list_lines
+
+    settings = settings_or_none()
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        ctx = AppContext.from_settings(settings)
+        views = [get_line(ctx, args.line)] if args.line else list_lines(ctx)
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.code in ("invalid_input", "invalid_line_name") else EXIT_INVALID
+    if args.json:
+        print(json.dumps([view.model_dump(mode="json") for view in views], indent=2))
+        return EXIT_VALID
+    if not views:
+        print("no lines yet: upload a dataset to datasets/<line>/")
+    for view in views:
+        champion = f"{view.champion.name}:{view.champion.version}" if view.champion else "none"
+        counts = ", ".join(f"{state} {count}" for state, count in sorted(view.runs_by_state.items())) or "no runs"
+        print(f"{view.line}: champion {champion}; endpoint {view.endpoint} ({view.endpoint_state})")
+        print(f"  scoring URI: {view.scoring_uri or '-'}")
+        print(f"  last run: {view.last_run or '-'} ({view.last_run_state or '-'}); runs: {counts}")
+        if view.config is not None:
+            config = view.config
+            print(
+                f"  config {config.sha256[:12]}: base model {config.base_model}, accumulate {config.accumulate}, "
+                f"idle {config.idle_minutes:g} min, max job retries {config.max_job_retries}"
+            )
+        else:
+            print(f"  config unusable: {view.config_error}")
+    return EXIT_VALID

@@ -33,8 +33,8 @@ class Union:
 def line_uploads(ctx: AppContext, line: str, current: DatasetRef) -> Union:
     """The valid uploads of the line recorded so far (what was valid when this intake started), then this one."""
     earlier: dict[tuple[str, str, str | None], DatasetRef] = {}
-    for record in sorted(ctx.ledger.list(limit=10_000), key=lambda r: r.order):
-        if record.line != line or record.validation is None or not record.validation.valid:
+    for record in sorted(ctx.ledger.list(line=line, limit=100_000), key=lambda r: r.order):
+        if record.validation is None or not record.validation.valid:
             continue
         if record.state == RunState.REJECTED:
             continue

@@ -85,7 +85,7 @@ class LineView(BaseModel):
 
 def list_lines(ctx: AppContext) -> list[LineView]:
     """Every line that has runs, the default line first."""
-    runs = ctx.ledger.list(limit=10_000)
+    runs = ctx.ledger.list(limit=100_000)
     names = sorted({r.line for r in runs if r.line == DEFAULT_LINE or LINE_NAME.fullmatch(r.line)})
     endpoints = {endpoint.name: endpoint for endpoint in ctx.engine.list_endpoints()}
     names.sort(key=lambda name: (name != DEFAULT_LINE, name))
@@ -94,8 +94,7 @@ def list_lines(ctx: AppContext) -> list[LineView]:
 
 def get_line(ctx: AppContext, line: str) -> LineView:
     check_line_name(line)
-    runs = ctx.ledger.list(limit=10_000)
-    mine = [r for r in runs if r.line == line]
+    mine = ctx.ledger.list(line=line, limit=100_000)
     endpoints = {endpoint.name: endpoint for endpoint in ctx.engine.list_endpoints()}
     return _view(ctx, line, mine, endpoints)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from shared.context import AppContext
 from shared.usecases.lifecycle.idle import teardown_idle_endpoints
-from shared.usecases.lifecycle.jobs import reconcile_runs
+from shared.usecases.lifecycle.jobs import ACTIVE_STATES, reconcile_runs
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,10 @@ def sweep(ctx: AppContext) -> SweepOutcome:
     """Reconciling first: a run it finishes deploying must count as a deployment before the idle check.
 
     A damaged record is skipped by every step (the ledger's listings leave it out), so the other runs are
-    reconciled and idle endpoints torn down all the same; it is named here, once a tick, until it is repaired."""
-    unreadable = ctx.ledger.listing(limit=1).unreadable
+    reconciled and idle endpoints torn down all the same; a damaged active one is named here, once a tick, until it
+    is repaired. The sweep reads the active runs only (the ledger's index), never the whole history."""
+    ctx.ledger.ensure_index()  # once, for records from before the index
+    unreadable = ctx.ledger.listing(states=ACTIVE_STATES, limit=1).unreadable
     for damaged in unreadable:
         logger.error("sweep skips run %s: %s", damaged.run_id, damaged.error, extra={"run_id": damaged.run_id})
     return SweepOutcome(

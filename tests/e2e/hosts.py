@@ -17,6 +17,7 @@ from shared.settings import Settings
 @contextmanager
 def local_dev_host(azurite: Azurite, state_dir: Path, containers: str, **settings: Any) -> Iterator[DevHost]:
     """A started dev host whose containers are `<containers>-datasets` and `<containers>-runs`."""
+    defaults: dict[str, Any] = {"idle_minutes": 0.1, "idle_grace_minutes": 0, "idle_sweep_schedule": "*/2 * * * * *"}
     config = Settings(
         engine="local",
         local_base_model="tiny",
@@ -24,10 +25,7 @@ def local_dev_host(azurite: Azurite, state_dir: Path, containers: str, **setting
         datasets_container=f"{containers}-datasets",
         runs_container=f"{containers}-runs",
         local_state_dir=state_dir,
-        idle_minutes=0.1,
-        idle_grace_minutes=0,
-        idle_sweep_schedule="*/2 * * * * *",
-        **settings,
+        **{**defaults, **settings},
     )
     dev = DevHost(config, port=free_port(), announce=lambda text: None).start()
     try:

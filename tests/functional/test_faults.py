@@ -79,11 +79,13 @@ def test_a_damaged_record_is_named_by_the_listing_and_answered_with_a_stable_cod
 def test_the_sweep_goes_on_past_a_damaged_record_and_still_tears_down_an_idle_endpoint(
     ctx: AppContext, engine: FakeEngine
 ):
-    # given a deployed run whose endpoint is idle, a run whose job failed without a word, and a damaged record
+    # given a deployed run whose endpoint is idle, a run whose job failed without a word, and a running run whose
+    # record is damaged
     deployed = deployed_run(ctx, engine, "served.jsonl", VALID)
     stuck = submitted_run(ctx, "stuck.jsonl", VALID + VALID.splitlines(keepends=True)[1])
     engine.finish_job(stuck.run_id, JobStatus.FAILED, error="node preempted")  # its event was lost
-    damage(ctx, "ft-0123456789ab")
+    damaged = submitted_run(ctx, "damaged.jsonl", VALID + VALID.splitlines(keepends=True)[2])
+    damage(ctx, damaged.run_id)
     ctx.settings = ctx.settings.model_copy(update={"idle_minutes": 1, "idle_grace_minutes": 0})
     later = ctx.now() + timedelta(minutes=5)
     ctx.now = lambda: later
@@ -92,7 +94,7 @@ def test_the_sweep_goes_on_past_a_damaged_record_and_still_tears_down_an_idle_en
     outcome = sweep(ctx)
 
     # then the stuck run is reconciled, the idle endpoint torn down, and the damaged record named
-    assert outcome.unreadable == ["ft-0123456789ab"]
+    assert outcome.unreadable == [damaged.run_id]
     assert outcome.reconciled == [f"{stuck.run_id}: failed"]
     assert ctx.ledger.get(stuck.run_id).state == RunState.FAILED
     assert outcome.torn_down == [deployed.endpoint.name]

@@ -91,7 +91,7 @@ def reconcile_runs(ctx: AppContext) -> list[str]:
     now = ctx.now()
     stale_after = timedelta(minutes=ctx.settings.reconcile_after_minutes)
     outcomes = []
-    for record in ctx.ledger.list(limit=1000):
+    for record in ctx.ledger.list(states=ACTIVE_STATES, limit=10_000):
         try:
             if record.state in (RunState.SUBMITTED, RunState.RUNNING) and record.job_name:
                 job = ctx.engine.get_job(record.job_name)
@@ -113,3 +113,5 @@ def reconcile_runs(ctx: AppContext) -> list[str]:
 
 
 _RESUMABLE = frozenset({RunState.TRAINED, RunState.REGISTERED, RunState.DEPLOYING})
+# what the sweep reconciles: a run with a job under way, or one its completion left between steps
+ACTIVE_STATES = frozenset({RunState.SUBMITTED, RunState.RUNNING}) | _RESUMABLE

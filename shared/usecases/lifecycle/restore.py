@@ -21,7 +21,7 @@ def restore_endpoint(ctx: AppContext, endpoint_name: str) -> RunRecord:
         raise InvalidInput(f"{endpoint_name!r} is not an endpoint name")
     candidates = [
         r
-        for r in ctx.ledger.list(limit=1000)
+        for r in ctx.ledger.list(states={RunState.TORN_DOWN, RunState.DEPLOYING}, limit=10_000)
         if r.endpoint
         and r.endpoint.name == endpoint_name
         and (

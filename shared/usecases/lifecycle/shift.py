@@ -44,7 +44,7 @@ def shift_traffic(ctx: AppContext, record: RunRecord, smoke_test: SmokeTestResul
 def _shift(ctx: AppContext, record: RunRecord, smoke_test: SmokeTestResult, check: ChampionCheck | None) -> RunRecord:
     engine, run_id, ref, registered = ctx.engine, record.run_id, record.endpoint, record.model
     assert ref is not None and registered is not None  # set on the transitions to deploying and registered
-    runs = ctx.ledger.list(limit=1000)
+    runs = ctx.ledger.list(states={RunState.DEPLOYED, RunState.REGISTERED, RunState.DEPLOYING}, limit=10_000)
     serving = [r for r in runs if r.state == RunState.DEPLOYED and r.endpoint and r.endpoint.name == ref.name]
     in_flight = {deployment_name_for(r.run_id) for r in runs if r.run_id != run_id and deploying_to(ctx, r) == ref.name}
     latest = max(serving, key=lambda r: entered(r, RunState.DEPLOYED) or r.updated_at, default=None)
