@@ -60,9 +60,11 @@ class FakeEngine:
         eval_loss: float = 0.8,
         base_eval_loss: float = 1.2,
         error: str | None = None,
+        transient: bool = False,
     ) -> None:
+        """End a job; `transient` marks a failure as the engine's own (a lost worker, a preempted node)."""
         with self._lock:
-            self.jobs[name] = replace(self.jobs[name], status=status, error=error)
+            self.jobs[name] = replace(self.jobs[name], status=status, error=error, failure_transient=transient)
             if status == JobStatus.COMPLETED:
                 self.metrics[name] = JobMetrics(
                     train_loss=eval_loss - 0.1,
@@ -91,12 +93,13 @@ class FakeEngine:
             if self.fail_next_submits:
                 self.fail_next_submits -= 1
                 raise EngineError("the workspace is throttling requests (fake)")
-            if spec.run_id not in self.jobs:  # get before create, as with Azure ML job names
-                self.specs[spec.run_id] = spec
-                self.jobs[spec.run_id] = JobInfo(
-                    name=spec.run_id, status=JobStatus.QUEUED, created_at=datetime.now(UTC), tags=dict(spec.tags)
+            name = spec.job_name
+            if name not in self.jobs:  # get before create, as with Azure ML job names
+                self.specs[name] = spec
+                self.jobs[name] = JobInfo(
+                    name=name, status=JobStatus.QUEUED, created_at=datetime.now(UTC), tags=dict(spec.tags)
                 )
-            return self.jobs[spec.run_id]
+            return self.jobs[name]
 
     def get_job(self, name: str) -> JobInfo:
         if name not in self.jobs:

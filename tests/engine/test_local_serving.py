@@ -709,3 +709,18 @@ def test_crashes_are_repaired_restarts_find_everything_and_delete_stops_everythi
 
 def test_an_engine_error_is_what_callers_catch():
     assert issubclass(EndpointNotFound, EngineError) and issubclass(DeploymentFailed, EngineError)
+
+
+def test_a_deleted_endpoint_comes_back_on_the_same_scoring_uri(endpoints: LocalEndpoints):
+    # given an endpoint, torn down (the idle sweep deletes the whole endpoint)
+    first = endpoints.create_or_update_endpoint("ep-comes-back", {MANAGED_TAG: "true"})
+    endpoints.delete_endpoint("ep-comes-back")
+    assert endpoints.get_endpoint("ep-comes-back") is None
+
+    # when it is created again (a restore)
+    again = endpoints.create_or_update_endpoint("ep-comes-back", {MANAGED_TAG: "true"})
+    try:
+        # then clients keep their URL
+        assert again.scoring_uri == first.scoring_uri
+    finally:
+        endpoints.delete_endpoint("ep-comes-back")
