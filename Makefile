@@ -7,7 +7,7 @@ AZURITE := node_modules/.bin/azurite-blob
 DEPS_STAMP := $(VENV)/.deps-installed
 LOCAL_STAMP := $(VENV)/.local-deps-installed
 
-.PHONY: all demo test lint bench clean deps deps-local
+.PHONY: all demo test lint bench bench-ledger clean deps deps-local
 
 all: test
 
@@ -50,6 +50,11 @@ lint: $(DEPS_STAMP)
 
 bench: deps
 	$(PY) benchmarks/bench_validate.py
+
+# The sweep over a 10,000-record ledger, with the run index and with a full scan (see benchmarks/README.md);
+# e.g. `make bench-ledger BENCH_LEDGER_ARGS="--records 2500"`.
+bench-ledger: deps
+	$(PY) benchmarks/bench_ledger_sweep.py $(BENCH_LEDGER_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .state
