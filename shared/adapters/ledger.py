@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -34,6 +35,7 @@ RECORDS = "records/"
 KEPT = "kept/"
 RECEIPTS = "receipts/"
 MAX_WRITE_ATTEMPTS = 50
+REBUILD_READERS = 8
 
 # A change function returns the new record, or None when there is nothing to change.
 RecordChange = Callable[[RunRecord], RunRecord | None]
@@ -170,9 +172,10 @@ class RunLedger:
         """Records, newest first, optionally of some states and one line, and the records that could not be read.
         With a filter and a complete index, only the runs its markers name are read."""
         wanted = {*(states or ()), *((state,) if state else ())}
+        marked: dict[str, set[RunState]] = {}  # from the index: the states each run's markers name
         if (wanted or line is not None) and self._indexed():
-            run_ids = self.index.run_ids(states=wanted or None, line=line)
-            names = sorted(_record_blob(run_id) for run_id in run_ids)
+            marked = self.index.run_ids(states=wanted or None, line=line)
+            names = sorted(_record_blob(run_id) for run_id in marked)
         else:
             names = list(self._store.list_names(self._container, RECORDS))
         records, unreadable = [], []
@@ -189,7 +192,8 @@ class RunLedger:
                 unreadable.append(UnreadableRecord(run_id=run_id, blob=f"{self._container}/{name}", error=exc.message))
                 continue
             if wanted and record.state not in wanted:
-                self.index.drop_stale(record, wanted)
+                if run_id in marked:
+                    self.index.drop_stale(record, marked[run_id])
                 continue
             if line is None or record.line == line:
                 records.append(record)
@@ -202,10 +206,20 @@ class RunLedger:
             self.rebuild_index()
 
     def rebuild_index(self) -> int:
-        """Markers for every readable record, from a full scan; returns how many records it indexed."""
-        count = self.index.rebuild(self.listing(limit=10**9).records)
+        """Markers for every readable record, from a full scan read in parallel; returns how many it indexed."""
+        names = list(self._store.list_names(self._container, RECORDS))
+        with ThreadPoolExecutor(REBUILD_READERS, thread_name_prefix="index-read") as pool:
+            records = [record for record in pool.map(self._readable, names) if record is not None]
+        count = self.index.rebuild(records)
         self._index_complete = True
         return count
+
+    def _readable(self, name: str) -> RunRecord | None:
+        try:
+            data, _ = self._store.read(self._container, name)
+            return _decode(name.removeprefix(RECORDS).removesuffix(".json"), data)
+        except (BlobNotFound, RecordUnreadable):
+            return None  # deleted meanwhile, or damaged: `autopilot runs repair`, then the writes index it
 
     def _indexed(self) -> bool:
         if not self._index_complete:
