@@ -11,6 +11,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
 
@@ -31,17 +32,23 @@ class Union:
 
 
 def line_uploads(ctx: AppContext, line: str, current: DatasetRef) -> Union:
-    """The valid uploads of the line recorded so far (what was valid when this intake started), then this one."""
+    """The valid uploads of the line recorded so far that were uploaded before this one, then this one.
+
+    Only earlier uploads count, so a redelivery of this upload, however late, makes the same union (the same run id)
+    instead of a new run that also holds what came after it."""
+    mine = _upload_order(current, current.uploaded_at)
     earlier: dict[tuple[str, str, str | None], DatasetRef] = {}
     for record in sorted(ctx.ledger.list(line=line, limit=100_000), key=lambda r: r.order):
-        if record.validation is None or not record.validation.valid:
-            continue
-        if record.state == RunState.REJECTED:
-            continue
         ref = record.dataset
-        if (ref.container, ref.blob, ref.etag) != (current.container, current.blob, current.etag):
+        if record.validation is None or not record.validation.valid or record.state == RunState.REJECTED:
+            continue
+        if _upload_order(ref, ref.uploaded_at or record.created_at) < mine:
             earlier.setdefault((ref.container, ref.blob, ref.etag), ref)
     return Union(uploads=[*earlier.values(), current])
+
+
+def _upload_order(ref: DatasetRef, at: datetime | None) -> tuple[datetime, str]:
+    return (at or datetime.min.replace(tzinfo=UTC), f"{ref.container}/{ref.blob}")
 
 
 def union_lines(ctx: AppContext, union: Union) -> Iterator[bytes]:

@@ -26,11 +26,11 @@ def sweep(ctx: AppContext) -> SweepOutcome:
     reconciled and idle endpoints torn down all the same; a damaged active one is named here, once a tick, until it
     is repaired. The sweep reads the active runs only (the ledger's index), never the whole history."""
     ctx.ledger.ensure_index()  # once, for records from before the index
-    unreadable = ctx.ledger.listing(states=ACTIVE_STATES, limit=1).unreadable
-    for damaged in unreadable:
+    active = ctx.ledger.listing(states=ACTIVE_STATES, limit=10_000)
+    for damaged in active.unreadable:
         logger.error("sweep skips run %s: %s", damaged.run_id, damaged.error, extra={"run_id": damaged.run_id})
     return SweepOutcome(
-        reconciled=reconcile_runs(ctx),
+        reconciled=reconcile_runs(ctx, active.records),
         torn_down=teardown_idle_endpoints(ctx),
-        unreadable=[damaged.run_id for damaged in unreadable],
+        unreadable=[damaged.run_id for damaged in active.unreadable],
     )

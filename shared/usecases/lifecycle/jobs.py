@@ -86,12 +86,15 @@ def cancel_run(ctx: AppContext, run_id: str) -> RunRecord:
     return record_job_status(ctx, run_id, JobStatus.CANCELED, error="canceled on request")
 
 
-def reconcile_runs(ctx: AppContext) -> list[str]:
-    """Catch up on runs whose events were lost (or never sent: failed deployments emit none) by polling the engine."""
+def reconcile_runs(ctx: AppContext, active: list[RunRecord] | None = None) -> list[str]:
+    """Catch up on runs whose events were lost (or never sent: failed deployments emit none) by polling the engine.
+    `active`: the runs in ACTIVE_STATES, when the caller has read them already."""
     now = ctx.now()
     stale_after = timedelta(minutes=ctx.settings.reconcile_after_minutes)
     outcomes = []
-    for record in ctx.ledger.list(states=ACTIVE_STATES, limit=10_000):
+    if active is None:
+        active = ctx.ledger.list(states=ACTIVE_STATES, limit=10_000)
+    for record in active:
         try:
             if record.state in (RunState.SUBMITTED, RunState.RUNNING) and record.job_name:
                 job = ctx.engine.get_job(record.job_name)
