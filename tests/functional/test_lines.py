@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import orjson
 
@@ -196,3 +197,25 @@ def test_a_completed_retry_carries_the_run_on(ctx: AppContext, engine: FakeEngin
     on_job_event(event_for(run.run_id, runId=attempt))
     done = ctx.ledger.get(run.run_id)
     assert done.state == RunState.DEPLOYED and done.job_name == attempt and len(done.job_retries) == 1
+
+
+def test_a_late_redelivery_to_an_accumulating_line_is_the_same_run(ctx: AppContext, engine: FakeEngine):
+    # given an accumulating line with two uploads taken in, one after the other
+    put_config(ctx, "late", {"accumulate": True})
+    first_blob = upload(ctx.settings, "late/first.jsonl", b"".join(LINES[:120]))
+    on_dataset_uploaded(first_blob)
+    time.sleep(1.1)  # blob times have a resolution of one second
+    take_in(ctx, "late/second.jsonl", b"".join(LINES[120:]))
+    runs_before = {r.run_id for r in ctx.ledger.list(line="late")}
+
+    # when the first upload is delivered again, its receipt lost
+    for name in ctx.store.list_names(ctx.settings.runs_container, "receipts/"):
+        ctx.store.delete(ctx.settings.runs_container, name)
+    on_dataset_uploaded(first_blob)
+
+    # then it is still its one run, trained on itself alone, and nothing new was submitted
+    assert {r.run_id for r in ctx.ledger.list(line="late")} == runs_before
+    assert [u.blob for u in run_of(ctx, "late/first.jsonl").uploads] == [
+        f"{ctx.settings.datasets_container}/late/first.jsonl"
+    ]
+    assert engine.submit_calls == 2
