@@ -1,16 +1,21 @@
-"""`autopilot demo [--tiny]`: the whole lifecycle on this machine, driven by the app's own triggers.
+"""`autopilot demo [--tiny]`: the whole lifecycle on this machine, driven by the app's own triggers, for two lines.
 
 1. start the dev host (function_app without Core Tools) with the local engine and a private Azurite;
-2. upload the bundled ultrachat-format sample; the blob trigger validates and submits it;
-3. the training process reports through the Event Grid webhook; on completion the app reviews the metrics,
-   gates, registers, deploys at 0%, smoke-tests and shifts traffic;
-4. send the seed's sample request to the endpoint;
-5. with a short idle window, the timer tears the endpoint down; then restore it through the HTTP API;
-6. stop every process it started.
+2. give two model lines a line.json (`support` accumulates its uploads; `legal` does not) and upload a part of the
+   bundled ultrachat-format sample to each at once; the blob trigger validates and submits both;
+3. the training processes report through the Event Grid webhook; on completion the app reviews the metrics,
+   gates, registers, deploys at 0%, smoke-tests and shifts traffic, each line on its own endpoint;
+4. send the seed's sample request to both endpoints;
+5. upload more to `support`: it retrains on the union of its uploads, competes with its own champion only, and
+   shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed;
+6. `legal`'s line.json drops its idle time, so the timer tears its endpoint down; then restore it through the API;
+7. stop every process it started.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -25,9 +30,17 @@ from shared.domain.scoring import answer_text, scoring_request
 from shared.settings import Settings
 
 SAMPLE = REPO_ROOT / "samples" / "ultrachat_sample.jsonl"
+SAMPLE_LINES = SAMPLE.read_bytes().splitlines(keepends=True)
 DEMO_STATE = REPO_ROOT / ".state" / "demo"
 SAMPLE_QUESTION = [{"role": "user", "content": "My Acme printer won't charge. What should I do?"}]
-TERMINAL = {RunState.REJECTED, RunState.FAILED, RunState.CANCELED, RunState.GATED_OUT, RunState.ROLLED_BACK}
+TERMINAL = {
+    RunState.REJECTED,
+    RunState.FAILED,
+    RunState.CANCELED,
+    RunState.GATED_OUT,
+    RunState.ROLLED_BACK,
+    RunState.SUPERSEDED,
+}
 
 
 def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
@@ -52,12 +65,33 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
     try:
         _say(f"dev host on {host.base_url} (function_app: blob, Event Grid, timer and HTTP triggers; Azurite)")
         api = _Api(host.base_url, host.function_key)
-        run = _upload_and_follow(host, api, settings)
-        if run["state"] != RunState.DEPLOYED:
-            _say(f"run ended {run['state']}: {run.get('error')}")
+        blobs = _Blobs(host, settings)
+        blobs.put("support/line.json", b'{"accumulate": true, "idle_minutes": 30}')
+        blobs.put("legal/line.json", b'{"idle_minutes": 30}')
+        _step("two lines: support (accumulates its uploads) and legal, each with its line.json")
+        blobs.put("support/first.jsonl", b"".join(SAMPLE_LINES))
+        blobs.put("legal/all.jsonl", b"".join(SAMPLE_LINES[60:] + SAMPLE_LINES[:60]))
+        runs = [_follow(api, "support/first.jsonl"), _follow(api, "legal/all.jsonl")]
+        for run in runs:
+            if run["state"] != RunState.DEPLOYED:
+                _say(f"run ended {run['state']}: {run.get('error')}")
+                return 1
+            _ask(run, f"the seed's sample request to line {run['line']}")
+        legal = runs[1]
+        legal_before = _serving(api, legal)
+        blobs.put("support/second.jsonl", b"".join(SAMPLE_LINES[180:]) + asked_again(SAMPLE_LINES[:60]))
+        retrain = _follow(api, "support/second.jsonl")
+        used = ", ".join(f"{upload['blob']} ({upload['rows']} rows)" for upload in retrain["uploads"])
+        print(f"    trained on the union of: {used}")
+        if retrain["state"] == RunState.DEPLOYED:
+            _ask(retrain, "the same request to the retrained support line")
+        unchanged = _serving(api, legal) == legal_before
+        _step(f"line legal: {'unchanged' if unchanged else 'CHANGED'} by support's retrain: {legal_before}")
+        _print_lines(api)
+        blobs.put("legal/line.json", b"{}")  # the settings' short IDLE_MINUTES now apply to legal
+        _teardown_and_restore(api, api.get(f"/api/runs/{legal['run_id']}"))
+        if not unchanged:
             return 1
-        _ask(run, "the seed's sample request")
-        _teardown_and_restore(api, run)
     finally:
         _cleanup(host)
     _say(f"demo finished in {time.monotonic() - started:.0f} s")
@@ -77,21 +111,26 @@ def _fresh_state() -> Path:
     return DEMO_STATE
 
 
-def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
-    from azure.storage.blob import BlobServiceClient
+def asked_again(lines: list[bytes]) -> bytes:
+    """New conversations for the second upload: the sample's, asked in other words (new prompt ids)."""
+    rows = []
+    for line in lines:
+        example = json.loads(line)
+        example["messages"][0]["content"] = "Once more, please: " + example["messages"][0]["content"]
+        example["prompt"] = example["messages"][0]["content"]
+        example["prompt_id"] = hashlib.sha256(example["prompt"].encode()).hexdigest()
+        rows.append(json.dumps(example).encode() + b"\n")
+    return b"".join(rows)
 
-    name = "ultrachat/train_sft.jsonl"
-    _step(f"upload {SAMPLE.name} ({SAMPLE.stat().st_size / 1024:.0f} KiB) to {settings.datasets_container}/{name}")
-    service = BlobServiceClient.from_connection_string(host.connection_string)
-    service.get_blob_client(settings.datasets_container, name).upload_blob(SAMPLE.read_bytes(), overwrite=True)
 
+def _follow(api: _Api, name: str) -> dict[str, Any]:
+    """Narrate the run an upload became, step by step, until it ends (or serves)."""
     seen: list[dict[str, Any]] = []
-    run_id, last_bar, last_step = None, 0.0, -1
+    last_bar, last_step = 0.0, -1
     while True:
-        runs = api.get("/api/runs")["runs"]
-        run = next((r for r in runs if any(s.endswith(name) for s in r["sources"])), None)
+        runs = api.get("/api/runs?limit=1000")["runs"]
+        run = next((r for r in runs if any(s.endswith("/" + name) for s in r["sources"])), None)
         if run is not None:
-            run_id = run["run_id"]
             for step in run["history"][len(seen) :]:
                 seen.append(step)
                 _narrate(run, step)
@@ -99,8 +138,37 @@ def _upload_and_follow(host, api: _Api, settings: Settings) -> dict[str, Any]:
                 return run
             if run["state"] in (RunState.SUBMITTED, RunState.RUNNING) and time.monotonic() - last_bar > 1:
                 last_bar = time.monotonic()
-                last_step = _progress(run_id, last_step)
+                last_step = _progress(run["job_name"], last_step)
         time.sleep(0.5)
+
+
+class _Blobs:
+    def __init__(self, host, settings: Settings) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        self._service = BlobServiceClient.from_connection_string(host.connection_string)
+        self._container = settings.datasets_container
+
+    def put(self, name: str, data: bytes) -> None:
+        if name.endswith(".jsonl"):
+            _step(f"upload {len(data) / 1024:.0f} KiB of {SAMPLE.name} to {self._container}/{name}")
+        self._service.get_blob_client(self._container, name).upload_blob(data, overwrite=True)
+
+
+def _serving(api: _Api, run: dict[str, Any]) -> dict[str, Any]:
+    name = run["endpoint"]["name"]
+    (endpoint,) = [e for e in api.get("/api/endpoints")["endpoints"] if e["name"] == name]
+    return {"endpoint": name, "scoring_uri": endpoint["scoring_uri"], "traffic": endpoint["traffic"]}
+
+
+def _print_lines(api: _Api) -> None:
+    _step("GET /api/lines")
+    for line in api.get("/api/lines")["lines"]:
+        champion = line["champion"] or {}
+        print(
+            f"    {line['line']}: champion {champion.get('name')}:{champion.get('version')}, endpoint "
+            f"{line['endpoint']} ({line['endpoint_state']}), {line['scoring_uri']}, runs {line['runs_by_state']}"
+        )
 
 
 def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
@@ -131,9 +199,9 @@ def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
         print(f"    scoring URI {run['endpoint']['scoring_uri']} (deployment {run['endpoint']['deployment']})")
 
 
-def _progress(run_id: str, last_step: int) -> int:
+def _progress(job_name: str, last_step: int) -> int:
     """Print the training bar when the step moved; return the step shown."""
-    job = get_context().engine.get_job(run_id)
+    job = get_context().engine.get_job(job_name)
     p = job.progress
     if job.status != JobStatus.RUNNING or p is None or not p.total_steps or p.step == last_step:
         return last_step

@@ -4,7 +4,6 @@ training worker that is retried, and a user error that is not."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.azurite import Azurite
+from shared.cli.demo import asked_again
 from shared.context import get_context
 from shared.devhost import DevHost
 from tests.e2e.hosts import local_dev_host
@@ -28,18 +28,6 @@ DATASETS = "lines-datasets"
 
 def prompt_ids(data: bytes) -> set[str]:
     return {json.loads(line)["prompt_id"] for line in data.splitlines()}
-
-
-def more_rows(count: int) -> bytes:
-    """`count` conversations the sample does not have: its first ones, asked again in other words."""
-    rows = []
-    for line in LINES[:count]:
-        example = json.loads(line)
-        example["messages"][0]["content"] = "Once more, please: " + example["messages"][0]["content"]
-        example["prompt"] = example["messages"][0]["content"]
-        example["prompt_id"] = hashlib.sha256(example["prompt"].encode()).hexdigest()
-        rows.append(json.dumps(example).encode() + b"\n")
-    return b"".join(rows)
 
 
 @pytest.fixture
@@ -85,7 +73,7 @@ def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
     legal_endpoint_before = _endpoint(host, legal["endpoint"]["name"])
 
     # when support gets a second upload: 60 conversations it has, and 60 new ones
-    second = b"".join(LINES[180:]) + more_rows(60)
+    second = b"".join(LINES[180:]) + asked_again(LINES[:60])
     put(host, "support/second.jsonl", second)
     first_ids, second_ids = prompt_ids(b"".join(LINES)), prompt_ids(second)
     retrain = wait_for_state(host, run_of(host, "support/second.jsonl")["run_id"], ENDED, 420)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +80,17 @@ class MlflowRun:
         mlflow.log_artifact(str(files.loss_curve_png))
         mlflow.log_artifact(str(files.report_md))
         started = time.monotonic()
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": merged, "tokenizer": tokenizer},
-            name="model",
-            task="llm/v1/chat",
-            pip_requirements=[
-                f"transformers=={transformers.__version__}",
-                f"torch=={torch.__version__.split('+')[0]}",
-                "accelerate",
-            ],
-        )
+        with _hub_offline():
+            info = mlflow.transformers.log_model(
+                transformers_model={"model": merged, "tokenizer": tokenizer},
+                name="model",
+                task="llm/v1/chat",
+                pip_requirements=[
+                    f"transformers=={transformers.__version__}",
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    "accelerate",
+                ],
+            )
         metrics.mlflow_model_uri = info.model_uri
         return time.monotonic() - started
 
@@ -102,3 +105,18 @@ class MlflowRun:
         except Exception as exc:  # the job's outcome is recorded already
             logger.warning("MLflow run not closed: %s", exc)
         self._run = None
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The Hugging Face Hub switched off for the block. MLflow looks the fine-tuned model up on the Hub for its model
+    card and license (it has no page there): unreachable, the lookups retried for 48 s in every job; offline, they
+    fail at once and MLflow logs the model without them. huggingface_hub reads this flag on every request."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
