@@ -18,7 +18,7 @@ from tests.e2e.hosts import local_dev_host
 from tests.e2e.test_lifecycle_e2e import call, wait_for_state
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
-ENDED = {"deployed", "superseded", "gated_out", "failed", "rolled_back"}
+ENDED = {"deployed", "superseded", "gated_out", "failed", "rolled_back", "rejected"}
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_two_first_uploads_at_once_both_train_and_leave_one_deployment_serving(h
     # given a fresh state (no MLflow store yet) and two different datasets of one base model, uploaded at once
     lines = SAMPLE.read_bytes().splitlines(keepends=True)
     service = BlobServiceClient.from_connection_string(host.connection_string)
-    for name, data in (("a/train.jsonl", b"".join(lines)), ("b/train.jsonl", b"".join(lines[1:] + lines[:1]))):
+    for name, data in (("races/a.jsonl", b"".join(lines)), ("races/b.jsonl", b"".join(lines[1:] + lines[:1]))):
         service.get_blob_client("races-datasets", name).upload_blob(data, overwrite=True)
     deadline = time.monotonic() + 60
     while len(runs := call(host, "GET", "/api/runs")[1]["runs"]) < 2 and time.monotonic() < deadline:
