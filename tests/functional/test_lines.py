@@ -8,10 +8,13 @@ import threading
 import time
 
 import orjson
+import pytest
 
+from shared.cli.main import main as autopilot
 from shared.context import AppContext
 from shared.domain.jobs import JobStatus
 from shared.domain.runs import RunRecord, RunState
+from shared.settings import STORAGE_CONNECTION_SETTING, get_settings
 from tests.fakes import FakeEngine
 from tests.functional.test_intake import VALID, upload
 from tests.functional.test_lifecycle import STATUS_CHANGED, event_for
@@ -219,3 +222,35 @@ def test_a_late_redelivery_to_an_accumulating_line_is_the_same_run(ctx: AppConte
         f"{ctx.settings.datasets_container}/late/first.jsonl"
     ]
     assert engine.submit_calls == 2
+
+
+def test_the_lines_command_prints_each_line(
+    ctx: AppContext, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    # given a line with a run, and the command pointed at the same storage (its engine is the local one: no models)
+    put_config(ctx, "cli", {"max_job_retries": 1})
+    run = take_in(ctx, "cli/a.jsonl", VALID)
+    assert ctx.settings.storage_connection_string is not None
+    monkeypatch.setenv(STORAGE_CONNECTION_SETTING, ctx.settings.storage_connection_string.get_secret_value())
+    for name, value in (
+        ("RUNS_CONTAINER", ctx.settings.runs_container),
+        ("DATASETS_CONTAINER", ctx.settings.datasets_container),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LOCAL_STATE_DIR", str(ctx.settings.local_state_dir))
+    get_settings.cache_clear()
+    try:
+        # when it lists the lines, then one line as JSON, then a bad name
+        listed = autopilot(["lines"])
+        text = capsys.readouterr().out
+        as_json = autopilot(["lines", "cli", "--json"])
+        (view,) = json.loads(capsys.readouterr().out)
+        bad = autopilot(["lines", "No_Such"])
+    finally:
+        get_settings.cache_clear()
+
+    # then the line, its endpoint, last run and config are shown; a bad name is bad usage
+    assert listed == 0 and "cli: champion none; endpoint ep-cli-ft-chat (none)" in text
+    assert f"last run: {run.run_id} (submitted); runs: submitted 1" in text and "max job retries 1" in text
+    assert as_json == 0 and view["line"] == "cli" and view["config"]["max_job_retries"] == 1
+    assert bad == 2 and "invalid_line_name" in capsys.readouterr().err
