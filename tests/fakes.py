@@ -43,6 +43,7 @@ class FakeEngine:
         self.deployments_created = 0
         self.fail_next_submits = 0
         self.fail_next_deployments = 0
+        self.refuse_next_deployments = 0  # deployments that cannot start (a permanent error, as a model that won't load)
         self.silent_deployments: set[str] = set()  # deployments that answer with an empty text
         self.deployment_states: dict[str, str] = {}  # deployment name -> provisioning state (default Succeeded)
         self.throttled: dict[str, int] = {}  # operation (method name) -> how many of its next calls are throttled
@@ -168,6 +169,13 @@ class FakeEngine:
             if self.fail_next_deployments:
                 self.fail_next_deployments -= 1
                 raise EngineError("quota exceeded for the instance type (fake)")
+            if self.refuse_next_deployments:
+                self.refuse_next_deployments -= 1
+                raise EngineError(
+                    f"deployment {deployment_name} did not start: the model does not load (fake)",
+                    code="deployment_failed",
+                    transient=False,
+                )
             if deployment_name not in self.deployments[endpoint_name]:
                 self.deployments_created += 1
                 self.deployments[endpoint_name][deployment_name] = model

@@ -246,3 +246,25 @@ def test_a_damaged_record_blocks_only_its_own_run(ctx: AppContext, engine: FakeE
     # when another upload arrives, then it becomes its run as usual
     run = submitted_run(ctx, "other.jsonl", VALID)
     assert ctx.ledger.get(run.run_id).state == RunState.SUBMITTED
+
+
+def test_a_deployment_that_cannot_start_is_rolled_back_with_its_log_and_the_traffic_stays(
+    ctx: AppContext, engine: FakeEngine
+):
+    # given a line's champion serving all the traffic, and a new run whose deployment cannot start
+    champion = deployed_run(ctx, engine, "champion.jsonl", VALID)
+    run = trained_run(ctx, engine, name="refused.jsonl", data=VALID + VALID.splitlines(keepends=True)[3])
+    engine.refuse_next_deployments = 1
+
+    # when its completion is delivered
+    on_job_event(event_for(run.run_id))
+
+    # then the run ends rolled_back (not failed), with the engine's reason and the end of the deployment's log
+    refused = ctx.ledger.get(run.run_id)
+    assert refused.state == RunState.ROLLED_BACK
+    assert refused.error.code == "deployment_failed"
+    assert refused.error.message.startswith(f"deployment {refused.endpoint.deployment} is refused to start")
+    assert "container exited with code 137" in refused.error.message
+    # and the traffic is where it was
+    assert engine.traffic(champion.endpoint.name) == {champion.endpoint.deployment: 100}
+    assert ctx.ledger.get(champion.run_id).state == RunState.DEPLOYED

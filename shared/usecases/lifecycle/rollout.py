@@ -42,10 +42,18 @@ def deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
     assert registered is not None  # set on the transition to registered
     with ctx.changing_endpoint(endpoint_name_for(registered.name, ctx.profile.endpoint_scope)):
         current = ctx.ledger.get(record.run_id)
-        return _deploy(ctx, current) if current.state == RunState.REGISTERED else current  # else: a duplicate did
+        if current.state != RunState.REGISTERED:
+            return current  # a duplicate delivery deployed it meanwhile
+        deploying, refused = _deploy(ctx, current)
+    if refused is not None:  # rolled back under a lease of its own: a lease is not taken twice by one change
+        return _roll_back_failed_deployment(ctx, deploying, f"refused to start ({refused.code}: {refused.message})")
+    return deploying
 
 
-def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
+def _deploy(ctx: AppContext, record: RunRecord) -> tuple[RunRecord, AutopilotError | None]:
+    """The endpoint (get-or-create) and the run's deployment at 0%; the run moves to deploying. A deployment the
+    engine refuses for good (it cannot start: a model that does not load, a size that does not exist) is returned as
+    the error, for the caller to roll back with its logs, as the README promises for failed deployments."""
     engine, run_id, registered = ctx.engine, record.run_id, record.model
     assert registered is not None  # set on the transition to registered
     endpoint_name = endpoint_name_for(registered.name, ctx.profile.endpoint_scope)
@@ -63,25 +71,28 @@ def _deploy(ctx: AppContext, record: RunRecord) -> RunRecord:
         if weight > 0 and name != deployment
     ]
     model = ModelRef(name=registered.name, version=registered.version)
-    attempt(
-        ctx, record, "deploy", "create_deployment", lambda: engine.create_deployment(endpoint_name, deployment, model)
-    )
+
+    def create() -> AutopilotError | None:
+        try:
+            engine.create_deployment(endpoint_name, deployment, model)
+        except AutopilotError as exc:
+            if exc.transient:
+                raise  # counted and retried by `attempt`
+            return exc
+        return None
+
+    refused = attempt(ctx, record, "deploy", "create_deployment", create)
     ref = EndpointRef(
         name=endpoint_name,
         deployment=deployment,
         scoring_uri=endpoint.scoring_uri,
         previous_deployment=serving[0] if serving else None,
     )
-    return ctx.ledger.transition(
-        run_id,
-        advance_from(
-            RunState.REGISTERED,
-            RunState.DEPLOYING,
-            f"deployment {deployment} created on {endpoint_name} at 0% traffic",
-            ctx.now(),
-            endpoint=ref,
-        ),
+    reason = f"deployment {deployment} " + ("refused" if refused else "created") + f" on {endpoint_name} at 0% traffic"
+    deploying = ctx.ledger.transition(
+        run_id, advance_from(RunState.REGISTERED, RunState.DEPLOYING, reason, ctx.now(), endpoint=ref)
     )
+    return deploying, refused
 
 
 def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
