@@ -7,6 +7,7 @@ it); a transient storage or engine error is noted on the run and raised, so the 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 
 DATASET_SUFFIX = ".jsonl"
+RECORDABLE_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+UNNAMEABLE_LINE = "_unnamed"
 
 
 def is_dataset_blob(settings: Settings, name: str) -> bool:
@@ -243,7 +246,9 @@ def _line_of_upload(
         resolved = check_line_name(line) if line is not None else line_of(name)
         return line_config(ctx, resolved), None
     except (InvalidLineName, InvalidLineConfig) as problem:
-        return settings_only(ctx, raw), problem
+        # the rejected run is recorded under the folder's name when it is a plain name (the ledger's index names
+        # blobs after it), else under one placeholder; the error names the folder either way
+        return settings_only(ctx, raw if RECORDABLE_FOLDER.fullmatch(raw) else UNNAMEABLE_LINE), problem
 
 
 def _with_overrides(base: FineTuneParameters, overrides: Mapping[str, object]) -> FineTuneParameters:

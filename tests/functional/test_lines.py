@@ -126,7 +126,10 @@ def test_an_unusable_line_config_or_name_rejects_the_upload_with_its_code(ctx: A
     assert (typo.state, typo.error.code) == (RunState.REJECTED, "invalid_line_config")
     assert typo.error.message.startswith("typo/line.json: acumulate: Extra inputs are not permitted")
     assert out_of_range.error.message.startswith("range/line.json: max_job_retries: ")
-    assert (misnamed.state, misnamed.error.code) == (RunState.REJECTED, "invalid_line_name")
+    assert (misnamed.state, misnamed.error.code, misnamed.line) == (RunState.REJECTED, "invalid_line_name", "Bad_Line")
+    spaced = take_in(ctx, "two words/a.jsonl", VALID)  # not even a plain name: recorded under a placeholder
+    assert (spaced.state, spaced.error.code, spaced.line) == (RunState.REJECTED, "invalid_line_name", "_unnamed")
+    assert "'two words'" in spaced.error.message
     assert engine.submit_calls == 0
     assert typo.artifacts.report_json is not None and typo.artifacts.train is None
 
