@@ -43,7 +43,7 @@ class FakeEngine:
         self.deployments_created = 0
         self.fail_next_submits = 0
         self.fail_next_deployments = 0
-        self.refuse_next_deployments = 0  # deployments that cannot start (a permanent error, as a model that won't load)
+        self.refuse_next_deployments = 0  # deployments that cannot start (a permanent error: a model that fails)
         self.silent_deployments: set[str] = set()  # deployments that answer with an empty text
         self.deployment_states: dict[str, str] = {}  # deployment name -> provisioning state (default Succeeded)
         self.throttled: dict[str, int] = {}  # operation (method name) -> how many of its next calls are throttled
