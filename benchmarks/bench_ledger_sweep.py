@@ -219,16 +219,15 @@ class CountingLedger(RunLedger):
     def listing(
         self,
         *,
-        state: RunState | None = None,
         states: Collection[RunState] | None = None,
         line: str | None = None,
         limit: int = 100,
     ) -> RunListing:
         before = self.counting_store.snapshot()
-        result = super().listing(state=state, states=states, line=line, limit=limit)
+        result = super().listing(states=states, line=line, limit=limit)
         after = self.counting_store.snapshot()
         after.subtract(before)
-        wanted = sorted({*(states or ()), *((state,) if state else ())})
+        wanted = sorted(states or ())
         filters = "+".join(wanted) if wanted else "all"
         if line is not None:
             filters += f", line {line}"

@@ -153,25 +153,23 @@ class RunLedger:
     def list(
         self,
         *,
-        state: RunState | None = None,
         states: Collection[RunState] | None = None,
         line: str | None = None,
         limit: int = 100,
     ) -> list[RunRecord]:
         """Records, newest first, optionally of some states and one line; unreadable ones are left out (`listing`)."""
-        return self.listing(state=state, states=states, line=line, limit=limit).records
+        return self.listing(states=states, line=line, limit=limit).records
 
     def listing(
         self,
         *,
-        state: RunState | None = None,
         states: Collection[RunState] | None = None,
         line: str | None = None,
         limit: int = 100,
     ) -> RunListing:
         """Records, newest first, optionally of some states and one line, and the records that could not be read.
         With a filter and a complete index, only the runs its markers name are read."""
-        wanted = {*(states or ()), *((state,) if state else ())}
+        wanted = set(states or ())
         marked: dict[str, set[RunState]] = {}  # from the index: the states each run's markers name
         if (wanted or line is not None) and self._indexed():
             marked = self.index.run_ids(states=wanted or None, line=line)

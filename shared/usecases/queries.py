@@ -28,7 +28,7 @@ def list_runs(ctx: AppContext, *, state: str | None = None, line: str | None = N
         raise InvalidInput("limit must be between 1 and 1000")
     if line is not None:
         check_line_name(line)
-    return ctx.ledger.listing(state=RunState(state) if state else None, line=line, limit=limit)
+    return ctx.ledger.listing(states={RunState(state)} if state else None, line=line, limit=limit)
 
 
 def list_endpoints(ctx: AppContext) -> list[EndpointView]:

@@ -109,7 +109,7 @@ def test_list_is_newest_first_and_filters_by_state(ctx: AppContext):
 
     # then
     assert [r.run_id for r in ctx.ledger.list()] == ["ft-000000000002", "ft-000000000001", "ft-000000000000"]
-    assert [r.run_id for r in ctx.ledger.list(state=RunState.REJECTED)] == ["ft-000000000001"]
+    assert [r.run_id for r in ctx.ledger.list(states={RunState.REJECTED})] == ["ft-000000000001"]
     assert [r.run_id for r in ctx.ledger.list(limit=1)] == ["ft-000000000002"]
 
 

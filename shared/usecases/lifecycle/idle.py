@@ -33,7 +33,7 @@ def teardown_idle_endpoints(ctx: AppContext) -> list[str]:
     grace = timedelta(minutes=ctx.settings.idle_grace_minutes)
     torn_down = []
     busy = _endpoints_being_deployed(ctx)
-    deployed = ctx.ledger.list(state=RunState.DEPLOYED, limit=1000)
+    deployed = ctx.ledger.list(states={RunState.DEPLOYED}, limit=1000)
     for endpoint in ctx.engine.list_endpoints():
         if not endpoint.is_managed or endpoint.name in busy:
             continue
@@ -85,7 +85,5 @@ def _tear_down(ctx: AppContext, endpoint_name: str, serving: list[str], reason: 
 
 def _endpoints_being_deployed(ctx: AppContext) -> set[str]:
     """Endpoints a run is deploying to right now: never idle, whatever their request count says."""
-    busy = set()
-    for state in (RunState.REGISTERED, RunState.DEPLOYING):
-        busy |= {name for record in ctx.ledger.list(state=state, limit=1000) if (name := deploying_to(ctx, record))}
-    return busy
+    in_flight = ctx.ledger.list(states={RunState.REGISTERED, RunState.DEPLOYING}, limit=10_000)
+    return {name for record in in_flight if (name := deploying_to(ctx, record))}
