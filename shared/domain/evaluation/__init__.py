@@ -1,0 +1,1 @@
+"""Evaluating a challenger: held-out answers, degenerate-answer flags, forgetting probes. Pure."""
