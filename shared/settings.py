@@ -84,6 +84,31 @@ class Settings(BaseSettings):
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
 
+    # The evaluation after a deployment is up at 0% (README "How a model gets promoted"): held-out conversations and
+    # the forgetting probes, answered greedily by the challenger and by the champion (or the base model).
+    eval_max_examples: int = Field(32, ge=1, le=1000, alias="EVAL_MAX_EXAMPLES")
+    eval_max_new_tokens: int = Field(128, ge=8, le=1024, alias="EVAL_MAX_NEW_TOKENS")
+    eval_batch_size: int = Field(8, ge=1, le=64, alias="EVAL_BATCH_SIZE")  # conversations per scoring call
+    eval_timeout_s: float = Field(300.0, gt=0, alias="EVAL_TIMEOUT_S")  # per scoring call
+    eval_primary_metric: Literal["rouge_l", "f1"] = Field("rouge_l", alias="EVAL_PRIMARY_METRIC")
+    eval_repetition_threshold: float = Field(0.5, gt=0, le=1, alias="EVAL_REPETITION_THRESHOLD")
+    eval_probes: bool = Field(True, alias="EVAL_PROBES")
+    gate_score_tolerance: float = Field(0.02, ge=0, le=1, alias="GATE_SCORE_TOLERANCE")
+    gate_max_degenerate_rate: float = Field(0.2, ge=0, le=1, alias="GATE_MAX_DEGENERATE_RATE")
+    gate_max_forgetting_drop: float = Field(0.1, ge=0, le=1, alias="GATE_MAX_FORGETTING_DROP")
+    # The optional AI-assisted judge (azure-ai-evaluation's similarity, coherence, fluency): off unless an Azure
+    # OpenAI endpoint and deployment are set. Without a key, the app's managed identity signs in (Entra ID).
+    azure_openai_endpoint: Annotated[str | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, alias="AZURE_OPENAI_ENDPOINT"
+    )
+    azure_openai_deployment: Annotated[str | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, alias="AZURE_OPENAI_DEPLOYMENT"
+    )
+    azure_openai_api_key: SecretStr | None = Field(None, alias="AZURE_OPENAI_API_KEY")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    eval_judge_gates: bool = Field(False, alias="EVAL_JUDGE_GATES")  # the judge's similarity gates too
+    gate_judge_tolerance: float = Field(0.25, ge=0, le=4, alias="GATE_JUDGE_TOLERANCE")
+
     # Unset: required for the local engine, which evaluates the base model; not for azureml, whose pipeline does not.
     gate_require_base_eval: bool | None = Field(None, alias="GATE_REQUIRE_BASE_EVAL")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,8 @@ class FakeEngine:
         self.deployment_states: dict[str, str] = {}  # deployment name -> provisioning state (default Succeeded)
         self.throttled: dict[str, int] = {}  # operation (method name) -> how many of its next calls are throttled
         self.answer_seconds: dict[str, float] = {}  # deployment name -> how long it takes to answer
+        # deployment name -> how it answers a conversation (default: "answer from <deployment>")
+        self.answer_with: dict[str, Callable[[list[dict[str, str]]], str]] = {}
         self.invocations: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
 
@@ -183,6 +185,11 @@ class FakeEngine:
                 self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
             return self._deployment(endpoint_name, deployment_name)
 
+    def create_base_model_deployment(
+        self, endpoint_name: str, deployment_name: str, base_model: str
+    ) -> DeploymentInfo:
+        return self.create_deployment(endpoint_name, deployment_name, ModelRef(name=base_model, version="base"))
+
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
         self._throttle("get_deployment")
         return self._deployment(endpoint_name, deployment_name)
@@ -234,7 +241,16 @@ class FakeEngine:
             self.endpoints[endpoint_name] = replace(
                 current, request_count=current.request_count + 1, last_request_at=datetime.now(UTC)
             )
-        return {"output": "" if deployment_name in self.silent_deployments else f"answer from {deployment_name}"}
+        conversations = request.body["input_data"]["input_string"]
+        several = bool(conversations) and isinstance(conversations[0], list)
+        answers = [self._answer(deployment_name, c) for c in (conversations if several else [conversations])]
+        return {"output": answers if several else answers[0]}
+
+    def _answer(self, deployment_name: str, conversation: list[dict[str, str]]) -> str:
+        if deployment_name in self.silent_deployments:
+            return ""
+        answer = self.answer_with.get(deployment_name)
+        return answer(conversation) if answer else f"answer from {deployment_name}"
 
     def list_endpoints(self) -> list[EndpointInfo]:
         return list(self.endpoints.values())

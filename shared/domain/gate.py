@@ -48,9 +48,12 @@ def quality_gate(
     policy: GatePolicy,
     *,
     champion: str | None = None,
-    champion_eval_loss: float | None = None,
     champion_is_newer: bool = False,
 ) -> GateResult:
+    """Before registration, on the losses: better than the base model, and not worse than the champion where the
+    job evaluated it on the same test split (`metrics.champion` is `champion`). A champion's loss on another split
+    says nothing about this one: without the same-split loss, the evaluation after deployment compares them."""
+    champion_eval_loss = metrics.champion_eval_loss if champion and metrics.champion == champion else None
     reasons: list[str] = []
     passed = True
     if metrics.eval_loss is None:
@@ -86,7 +89,11 @@ def quality_gate(
             champion_is_newer=champion_is_newer,
         )
         passed &= check.holds
-        reasons.append(check.reason)
+        reasons.append(check.reason + " on the same test split")
+    elif champion:
+        reasons.append(
+            f"champion {champion}: no loss on this test split from the engine (the evaluation compares them)"
+        )
     else:
         reasons.append("no champion yet")
     return GateResult(passed=passed, reasons=reasons, champion=champion, champion_eval_loss=champion_eval_loss)

@@ -58,6 +58,9 @@ class GateConfig(BaseModel):
 
     min_improvement: StrictFloat | StrictInt | None = Field(None, ge=0, lt=1)
     champion_tolerance: StrictFloat | StrictInt | None = Field(None, ge=0)
+    score_tolerance: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    max_degenerate_rate: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    max_forgetting_drop: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
 
 
 class LineConfig(BaseModel):
@@ -86,6 +89,10 @@ class EffectiveLineConfig(BaseModel):
     gate_min_improvement: float
     gate_champion_tolerance: float
     max_job_retries: int
+    # the evidence gate's thresholds; the defaults are those of runs recorded before the evaluation existed
+    gate_score_tolerance: float = 0.02
+    gate_max_degenerate_rate: float = 0.2
+    gate_max_forgetting_drop: float = 0.1
 
     def canonical_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)

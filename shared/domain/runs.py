@@ -15,6 +15,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.errors import InvalidTransition
+from shared.domain.evaluation.evidence import EvaluationSummary
 from shared.domain.finetune import FineTuneParameters
 from shared.domain.lines import DEFAULT_LINE, EffectiveLineConfig
 
@@ -129,6 +130,8 @@ class RunArtifacts(Frozen):
     test: str | None = None
     loss_curve: str | None = None  # SVG, written after training
     training_report: str | None = None  # Markdown summary of the metrics review
+    evaluation_json: str | None = None  # the evidence of the evaluation at 0% traffic
+    evaluation_md: str | None = None
 
 
 class ValidationSummary(Frozen):
@@ -146,6 +149,8 @@ class RunMetrics(Frozen):
     train_loss: float | None = None
     eval_loss: float | None = None
     base_eval_loss: float | None = None
+    champion_eval_loss: float | None = None  # the champion's, on the same split (engines that evaluate it)
+    champion: str | None = None  # "name:version" of that champion
     perplexity: float | None = None
     mean_token_accuracy: float | None = None
 
@@ -216,6 +221,7 @@ class RunRecord(Frozen):
     model: ModelVersion | None = None
     endpoint: EndpointRef | None = None
     smoke_test: SmokeTestResult | None = None
+    evaluation: EvaluationSummary | None = None
     error: RunError | None = None
     warnings: list[RunWarning] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)

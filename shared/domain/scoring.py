@@ -35,3 +35,35 @@ def smoke_test_conversation(first_test_row: dict[str, Any]) -> list[dict[str, st
     while messages and messages[-1]["role"] != "user":
         messages.pop()
     return messages
+
+
+def greedy_batch_request(conversations: list[list[dict[str, str]]], max_new_tokens: int) -> dict[str, Any]:
+    """Several conversations in one request, answered greedily: what an evaluation sends, the same to both engines."""
+    return {
+        "input_data": {
+            "input_string": conversations,
+            "parameters": {"do_sample": False, "temperature": 0.0, "max_new_tokens": max_new_tokens},
+        },
+        "params": {},
+    }
+
+
+def batch_answers(response: Any, count: int) -> list[tuple[str, str | None]]:
+    """(text, finish reason) per conversation of a batch request, read tolerantly: {"output": [...]} with the local
+    server's optional "details", or Azure's generic MLflow scorer's [{"0": ...}, ...]. The finish reason is None
+    where the endpoint does not report one. An answer of another length is an error of the endpoint's."""
+    if isinstance(response, dict) and isinstance(response.get("output"), list):
+        texts = [answer_text(item) for item in response["output"]]
+        found = response.get("details")
+        details: list[Any] = found if isinstance(found, list) else []
+    elif isinstance(response, list):
+        texts, details = [answer_text(item) for item in response], []
+    else:
+        texts, details = [answer_text(response)], []
+    if len(texts) != count:
+        raise ValueError(f"{len(texts)} answers to {count} conversations")
+    reasons = [d.get("finish_reason") if isinstance(d, dict) else None for d in details]
+    reasons = (reasons + [None] * count)[:count]
+    return [
+        (text or "", reason if isinstance(reason, str) else None) for text, reason in zip(texts, reasons, strict=True)
+    ]

@@ -39,6 +39,8 @@ def engine_profile(settings: Settings) -> EngineProfile:
         workspace_topic=topic,
         endpoint_scope=scope,
         evaluates_base_model=evaluates,
+        evaluates_champion=settings.engine == "local",
+        serves_base_model=settings.engine == "local",
         gate_requires_base_eval=evaluates if require is None else require,
         parameter_presets=presets,
         previews_jobs_offline=settings.engine == "azureml",

@@ -31,6 +31,13 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     run_id: str
     base_model: str
@@ -38,6 +45,9 @@ class JobSpec:
     data: TrainingData
     tags: Mapping[str, str] = field(default_factory=dict)
     attempt: int = 0  # 0: the run's first job; n: its n-th resubmission after a transient failure
+    # the line's champion when the job was submitted: an engine that can also evaluate it on the test split (the
+    # local one) reports its loss there, so the gate compares losses on the same conversations
+    champion: ModelRef | None = None
 
     @property
     def job_name(self) -> str:
@@ -73,21 +83,18 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class JobMetrics:
-    """Losses as the engine logged them; `base_eval_loss` is the base model's loss on the same test split."""
+    """Losses as the engine logged them; `base_eval_loss` is the base model's loss on the same test split, and
+    `champion_eval_loss` the loss of `champion` ("name:version", the spec's champion) there, where the engine
+    evaluates them."""
 
     train_loss: float | None
     eval_loss: float | None
     base_eval_loss: float | None = None
+    champion_eval_loss: float | None = None
+    champion: str | None = None
     perplexity: float | None = None
     mean_token_accuracy: float | None = None
     loss_curve: tuple[tuple[int, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    name: str
-    version: str
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,10 @@ class Engine(Protocol):
     # endpoints and deployments
     def create_or_update_endpoint(self, name: str, tags: Mapping[str, str]) -> EndpointInfo: ...
     def create_deployment(self, endpoint_name: str, deployment_name: str, model: ModelRef) -> DeploymentInfo: ...
+    def create_base_model_deployment(self, endpoint_name: str, deployment_name: str, base_model: str) -> DeploymentInfo:
+        """A deployment of the base model itself, at 0% traffic, for an evaluation to compare with (engines whose
+        profile `serves_base_model`; the others raise a permanent EngineError)."""
+
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None: ...
     def deployment_logs(self, endpoint_name: str, deployment_name: str, lines: int = 100) -> str: ...
     def set_traffic(self, endpoint_name: str, traffic: Mapping[str, int]) -> EndpointInfo: ...

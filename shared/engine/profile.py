@@ -22,6 +22,10 @@ class EngineProfile:
     endpoint_scope: str  # what endpoint names must be unique within beyond the model ("" when nothing)
     evaluates_base_model: bool  # the job reports the base model's loss on the test split
     gate_requires_base_eval: bool  # the quality gate needs that loss (GATE_REQUIRE_BASE_EVAL, else the above)
+    # the job also reports the champion's loss on the same split, and the engine can serve the base model for an
+    # evaluation to compare with when a line has no champion yet (the local engine; Azure ML's pipeline does neither)
+    evaluates_champion: bool = False
+    serves_base_model: bool = False
     parameter_presets: Mapping[str, Any] = field(default_factory=dict)  # over the notebook's defaults
     previews_jobs_offline: bool = False  # `autopilot run --dry-run` can print the job this engine would submit
     presets_by_model: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a line's own base model's

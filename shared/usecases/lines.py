@@ -59,7 +59,14 @@ def effective(ctx: AppContext, line: str, config: LineConfig) -> EffectiveLineCo
             gate.champion_tolerance if gate.champion_tolerance is not None else settings.gate_champion_tolerance
         ),
         max_job_retries=config.max_job_retries,
+        gate_score_tolerance=_either(gate.score_tolerance, settings.gate_score_tolerance),
+        gate_max_degenerate_rate=_either(gate.max_degenerate_rate, settings.gate_max_degenerate_rate),
+        gate_max_forgetting_drop=_either(gate.max_forgetting_drop, settings.gate_max_forgetting_drop),
     )
+
+
+def _either(line_value: float | None, setting: float) -> float:
+    return float(line_value) if line_value is not None else setting
 
 
 def settings_only(ctx: AppContext, line: str = DEFAULT_LINE) -> EffectiveLineConfig:

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError
+from shared.domain.naming import line_model_name
 from shared.domain.runs import (
     RunError,
     RunRecord,
@@ -16,8 +17,8 @@ from shared.domain.runs import (
     add_attempt,
     advance_from,
 )
-from shared.domain.tags import RUN_TAG
-from shared.engine.base import JobSpec, TrainingData
+from shared.domain.tags import CHAMPION, RUN_TAG
+from shared.engine.base import JobSpec, ModelRef, TrainingData
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ class IntakeOutcome:
     detail: str
 
 
-def job_spec_for(settings: Settings, record: RunRecord, attempt: int = 0) -> JobSpec:
-    """The job a run submits (its `attempt`-th resubmission, from 1): its parameters, the prepared splits."""
+def job_spec_for(settings: Settings, record: RunRecord, attempt: int = 0, champion: ModelRef | None = None) -> JobSpec:
+    """The job a run submits (its `attempt`-th resubmission, from 1): its parameters, the prepared splits, and the
+    line's champion for an engine that evaluates it on the same split."""
     run_id = record.run_id
     container, prefix = record.dataset.container, f"{settings.prepared_prefix}{run_id}/"
     return JobSpec(
@@ -49,13 +51,22 @@ def job_spec_for(settings: Settings, record: RunRecord, attempt: int = 0) -> Job
         data=TrainingData(container=container, train_blob=f"{prefix}train.jsonl", test_blob=f"{prefix}test.jsonl"),
         tags={RUN_TAG: run_id, "dataset_sha256": record.dataset.sha256},
         attempt=attempt,
+        champion=champion,
     )
+
+
+def champion_to_compare(ctx: AppContext, record: RunRecord) -> ModelRef | None:
+    """The line's champion, for engines whose job evaluates it on the run's test split; None for the others."""
+    if not ctx.profile.evaluates_champion:
+        return None
+    model_name = line_model_name(record.line, record.base_model, ctx.settings.finetuned_model_suffix)
+    return ctx.engine.get_model(model_name, alias=CHAMPION)
 
 
 def submit(ctx: AppContext, record: RunRecord) -> IntakeOutcome:
     run_id = record.run_id
-    spec = job_spec_for(ctx.settings, record)
     try:
+        spec = job_spec_for(ctx.settings, record, champion=champion_to_compare(ctx, record))
         job = ctx.engine.submit_job(spec)
     except AutopilotError as exc:
         if exc.transient:

@@ -28,20 +28,35 @@ POLICY = GatePolicy(min_improvement=0.02, champion_tolerance=0.05)
     ],
 )
 def test_quality_gate(eval_loss, base, champion, passed):
-    metrics = RunMetrics(eval_loss=eval_loss, base_eval_loss=base)
+    metrics = RunMetrics(eval_loss=eval_loss, base_eval_loss=base, champion_eval_loss=champion, champion="m:1")
 
-    result = quality_gate(metrics, POLICY, champion="m:1" if champion else None, champion_eval_loss=champion)
+    result = quality_gate(metrics, POLICY, champion="m:1" if champion else None)
 
     assert result.passed is passed
     assert result.reasons
 
 
 def test_gate_reasons_name_the_numbers():
-    result = quality_gate(RunMetrics(eval_loss=0.9, base_eval_loss=1.0), POLICY, champion="m:3", champion_eval_loss=0.8)
+    metrics = RunMetrics(eval_loss=0.9, base_eval_loss=1.0, champion_eval_loss=0.8, champion="m:3")
+    result = quality_gate(metrics, POLICY, champion="m:3")
     assert result.reasons == [
         "eval loss 0.9000 <= 0.9800 (base 1.0000 less 2%)",
-        "eval loss 0.9000 > 0.8400 (champion m:3 0.8000 plus 5%)",
+        "eval loss 0.9000 > 0.8400 (champion m:3 0.8000 plus 5%) on the same test split",
     ]
+    assert result.champion_eval_loss == 0.8
+
+
+def test_the_champion_loss_is_compared_only_on_the_same_split():
+    # given a job that evaluated champion m:2 on its test split, while the champion now is m:3
+    metrics = RunMetrics(eval_loss=0.9, base_eval_loss=1.0, champion_eval_loss=0.5, champion="m:2")
+
+    # when the gate compares with m:3
+    result = quality_gate(metrics, POLICY, champion="m:3")
+
+    # then m:2's loss is not held against the run: the loss comparison with m:3 is left to the evaluation
+    assert result.passed is True
+    assert result.reasons[-1] == "champion m:3: no loss on this test split from the engine (the evaluation compares them)"
+    assert result.champion_eval_loss is None
 
 
 def test_without_a_base_eval_the_gate_can_rely_on_the_champion_alone():
@@ -50,7 +65,7 @@ def test_without_a_base_eval_the_gate_can_rely_on_the_champion_alone():
 
     # when a run reports no base loss
     first = quality_gate(RunMetrics(eval_loss=0.9), policy)
-    worse = quality_gate(RunMetrics(eval_loss=0.9), policy, champion="m:3", champion_eval_loss=0.8)
+    worse = quality_gate(RunMetrics(eval_loss=0.9, champion_eval_loss=0.8, champion="m:3"), policy, champion="m:3")
 
     # then the base comparison is skipped, said so, and the champion check still applies
     assert first.passed is True

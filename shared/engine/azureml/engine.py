@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.clock import utc_now
+from shared.domain.errors import EngineError
 from shared.engine.azureml.base_model import BaseModelLookup
 from shared.engine.azureml.clients import AzureMLClients
 from shared.engine.azureml.config import AzureMLConfig
@@ -132,6 +133,13 @@ class AzureMLEngine:
 
     def create_deployment(self, endpoint_name: str, deployment_name: str, model: ModelRef) -> DeploymentInfo:
         return self._deployments.create_deployment(endpoint_name, deployment_name, model)
+
+    def create_base_model_deployment(self, endpoint_name: str, deployment_name: str, base_model: str) -> DeploymentInfo:
+        # a managed deployment of the base model costs a GPU for the evaluation's length: the profile says this
+        # engine does not serve one, and a first run is gated on the degeneration checks and the loss alone
+        raise EngineError(
+            "the azureml engine does not deploy base models for evaluations", code="not_supported", transient=False
+        )
 
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
         return self._deployments.get_deployment(endpoint_name, deployment_name)

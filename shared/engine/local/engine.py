@@ -31,6 +31,7 @@ from shared.engine.base import (
     ModelRef,
     ScoringRequest,
 )
+from shared.engine.local.base_models import BaseModelUnavailable, resolve_base_model
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.events import EventCallback, EventDelivery, run_events
 from shared.engine.local.jobfiles import JobError, JobFiles, JobState, TrainingJob
@@ -86,9 +87,11 @@ class LocalEngine:
             return self._job_info(files)
         try:
             self._copy_training_data(spec, files)
+            base_model = spec.base_model or self._base_model
             job = TrainingJob(
                 name=spec.job_name,
-                base_model=spec.base_model or self._base_model,
+                base_model=base_model,
+                **self._champion_to_evaluate(spec.champion, base_model),
                 parameters=spec.parameters,
                 tags=dict(spec.tags),
                 state_dir=str(self._state_dir),
@@ -137,6 +140,8 @@ class LocalEngine:
             train_loss=metrics.train_loss,
             eval_loss=metrics.final.eval_loss if metrics.final else None,
             base_eval_loss=metrics.base.eval_loss if metrics.base else None,
+            champion_eval_loss=metrics.champion.eval_loss if metrics.champion else None,
+            champion=metrics.champion_model if metrics.champion else None,
             perplexity=metrics.final.perplexity if metrics.final else None,
             mean_token_accuracy=metrics.final.mean_token_accuracy if metrics.final else None,
             loss_curve=tuple((int(step), float(loss)) for step, loss in metrics.loss_curve),
@@ -173,6 +178,14 @@ class LocalEngine:
         weights, tokenizer = self._registry.model_folders(model)
         return self._endpoints.create_deployment(endpoint_name, deployment_name, model, weights, tokenizer)
 
+    def create_base_model_deployment(self, endpoint_name: str, deployment_name: str, base_model: str) -> DeploymentInfo:
+        try:
+            folder = Path(resolve_base_model(base_model, self._state_dir / "models"))
+        except BaseModelUnavailable as exc:
+            raise EngineError(str(exc), code=BaseModelUnavailable.code, transient=False) from exc
+        model = ModelRef(name=base_model, version="base")
+        return self._endpoints.create_deployment(endpoint_name, deployment_name, model, folder, folder)
+
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
         return self._endpoints.get_deployment(endpoint_name, deployment_name)
 
@@ -200,6 +213,14 @@ class LocalEngine:
         self._endpoints.delete_endpoint(name)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _champion_to_evaluate(self, champion: ModelRef | None, base_model: str) -> dict[str, str]:
+        """The champion's weights for the job to evaluate on its test split: only a champion fine-tuned from the
+        same base model, whose tokenizer gives the same tokens (a line that moved base models compares no loss)."""
+        if champion is None or champion.tags.get("base_model") != base_model:
+            return {}
+        weights, _ = self._registry.model_folders(champion)
+        return {"champion": f"{champion.name}:{champion.version}", "champion_model_dir": str(weights)}
 
     def _files(self, name: str) -> JobFiles:
         if not name or "/" in name or name.startswith("."):

@@ -34,6 +34,8 @@ class TrainingJob(BaseModel):
 
     name: str  # the app's run id
     base_model: str  # LOCAL_BASE_MODEL value: tiny | smollm2-135m-instruct | folder | hub id
+    champion: str | None = None  # "name:version" of the line's champion, evaluated on the test split too
+    champion_model_dir: str | None = None  # its merged weights
     parameters: FineTuneParameters
     tags: dict[str, str] = Field(default_factory=dict)
     state_dir: str  # the engine's state folder (base-model cache, MLflow database)
@@ -73,6 +75,8 @@ class EvalMetrics(BaseModel):
 
 class JobMetricsFile(BaseModel):
     base: EvalMetrics | None = None
+    champion: EvalMetrics | None = None  # the line's champion on the same test split
+    champion_model: str | None = None  # "name:version"
     final: EvalMetrics | None = None
     train_loss: float | None = None
     loss_curve: list[tuple[int, float]] = Field(default_factory=list)

@@ -15,7 +15,7 @@ from shared.domain.runs import (
     advance_from,
 )
 from shared.domain.tags import CHAMPION, RUN_TAG
-from shared.usecases.lifecycle.steps import attempt, champion_is_newer, float_tag, gate_policy_for, model_name_for
+from shared.usecases.lifecycle.steps import attempt, champion_is_newer, gate_policy_for, model_name_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +28,19 @@ def review_gate_register(ctx: AppContext, record: RunRecord) -> RunRecord:
         train_loss=job_metrics.train_loss,
         eval_loss=job_metrics.eval_loss,
         base_eval_loss=job_metrics.base_eval_loss,
+        champion_eval_loss=job_metrics.champion_eval_loss,
+        champion=job_metrics.champion,
         perplexity=job_metrics.perplexity,
         mean_token_accuracy=job_metrics.mean_token_accuracy,
     )
     artifacts = _write_training_report(ctx, record, metrics, job_metrics.loss_curve)
     model_name = model_name_for(ctx, record)
     champion = attempt(ctx, record, "review", "get_model", lambda: engine.get_model(model_name, alias=CHAMPION))
-    champion_loss = float_tag(champion.tags.get("eval_loss")) if champion else None
     policy = gate_policy_for(ctx, record)
     gate = quality_gate(
         metrics,
         policy,
         champion=f"{champion.name}:{champion.version}" if champion else None,
-        champion_eval_loss=champion_loss,
         champion_is_newer=champion is not None and champion_is_newer(ctx, record, champion),
     )
     logger.info(
@@ -129,6 +129,11 @@ def _training_markdown(record: RunRecord, metrics: RunMetrics) -> str:
             "| metric | base model | fine-tuned |",
             "|---|---|---|",
             f"| eval loss | {show(metrics.base_eval_loss)} | {show(metrics.eval_loss)} |",
+            *(
+                [f"| champion {metrics.champion}, same split | - | {show(metrics.champion_eval_loss)} |"]
+                if metrics.champion
+                else []
+            ),
             f"| perplexity | - | {show(metrics.perplexity)} |",
             f"| mean token accuracy | - | {show(metrics.mean_token_accuracy)} |",
             f"| final train loss | - | {show(metrics.train_loss)} |",

@@ -11,7 +11,7 @@ from shared.domain.lines import LineConfig
 from shared.domain.runs import JobRetry, RunRecord, RunState, advance
 from shared.engine.base import JobInfo
 from shared.usecases.lifecycle.status import record_job_status
-from shared.usecases.submission import job_spec_for
+from shared.usecases.submission import champion_to_compare, job_spec_for
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def retry_or_fail(ctx: AppContext, run_id: str, job: JobInfo) -> RunRecord:
             cause = f"{cause} (after {limit} retries, the line's max_job_retries)"
         return record_job_status(ctx, run_id, JobStatus.FAILED, error=cause)
     attempt = len(record.job_retries) + 1
-    submitted = ctx.engine.submit_job(job_spec_for(ctx.settings, record, attempt=attempt))
+    spec = job_spec_for(ctx.settings, record, attempt=attempt, champion=champion_to_compare(ctx, record))
+    submitted = ctx.engine.submit_job(spec)
     logger.warning(
         "run %s: job %s failed for a transient cause (%s); resubmitted as %s (retry %d of %d)",
         run_id,

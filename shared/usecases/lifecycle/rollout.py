@@ -12,6 +12,8 @@ import orjson
 
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError
+from shared.domain.evaluation.decision import refusal_code
+from shared.domain.evaluation.degeneration import DegenerationPolicy, degeneration_flags, describe_flags
 from shared.domain.idle import entered
 from shared.domain.naming import deployment_name_for, endpoint_name_for
 from shared.domain.redaction import redact_secrets
@@ -23,9 +25,11 @@ from shared.domain.runs import (
     SmokeTestResult,
     advance_from,
 )
-from shared.domain.scoring import answer_text, scoring_request, smoke_test_conversation
+from shared.domain.scoring import batch_answers, scoring_request, smoke_test_conversation
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef, ScoringRequest
+from shared.usecases.lifecycle.answers import EvaluationFailed
+from shared.usecases.lifecycle.evaluation import evaluate_challenger
 from shared.usecases.lifecycle.shift import shift_traffic
 from shared.usecases.lifecycle.steps import attempt
 
@@ -128,7 +132,22 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             RunError(code="smoke_test_failed", message=result.error or "no answer"),
             smoke_test=result,
         )
-    return shift_traffic(ctx, record, result)
+    try:
+        evaluation = evaluate_challenger(ctx, record)
+    except EvaluationFailed as exc:
+        return _roll_back(ctx, record, exc.message, RunError(code=exc.code, message=exc.message), smoke_test=result)
+    if not evaluation.passed:
+        reasons = "; ".join(check.reason for check in evaluation.failed)
+        logger.warning("run %s refused by its evaluation: %s", run_id, reasons, extra={"run_id": run_id})
+        return _roll_back(
+            ctx,
+            ctx.ledger.get(run_id),
+            f"evaluation: {reasons}",
+            RunError(code=refusal_code(evaluation.checks), message=reasons),
+            smoke_test=result,
+            evaluation=evaluation,
+        )
+    return shift_traffic(ctx, ctx.ledger.get(run_id), result)
 
 
 def _roll_back_failed_deployment(
@@ -171,7 +190,8 @@ def _roll_back(ctx: AppContext, record: RunRecord, reason: str, error: RunError,
 
 
 def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
-    """The seed's request (a held-out conversation), pinned to the new deployment: a non-empty answer in time."""
+    """The seed's request (a held-out conversation), pinned to the new deployment: an answer in time that the
+    evaluation's degeneration checks do not flag (empty, no stop, repetition, template leak)."""
     artifacts, ref = record.artifacts, record.endpoint
     # the prepared splits are written before a run is submitted; the endpoint is set on the transition to deploying
     assert artifacts.test is not None and ref is not None
@@ -189,8 +209,20 @@ def smoke_test(ctx: AppContext, record: RunRecord) -> SmokeTestResult:
     except AutopilotError as exc:
         error = f"no answer within {timeout_s:g} s" if exc.code == SCORING_TIMEOUT else f"{exc.code}: {exc.message}"
         return SmokeTestResult(passed=False, seconds=time.monotonic() - started, error=error)
-    answer = answer_text(response)
     seconds = time.monotonic() - started
-    if not answer or not answer.strip():
+    try:
+        ((answer, finish_reason),) = batch_answers(response, 1)
+    except ValueError:
+        return SmokeTestResult(passed=False, seconds=seconds, error="the deployment's answer has no text")
+    if not answer.strip():
         return SmokeTestResult(passed=False, seconds=seconds, error="the deployment answered with an empty text")
+    flags = degeneration_flags(
+        answer,
+        max_new_tokens=int(request["input_data"]["parameters"]["max_new_tokens"]),
+        finish_reason=finish_reason,
+        policy=DegenerationPolicy(repetition_threshold=ctx.settings.eval_repetition_threshold),
+    )
+    if flags:
+        error = f"the answer is degenerate ({describe_flags(flags)}): {answer[:120]!r}"
+        return SmokeTestResult(passed=False, seconds=seconds, answer=answer[:200], error=error)
     return SmokeTestResult(passed=True, seconds=seconds, answer=answer[:200])

@@ -14,14 +14,14 @@ import logging
 from functools import partial
 
 from shared.context import AppContext
-from shared.domain.gate import ChampionCheck, against_champion
+from shared.domain.gate import ChampionCheck
 from shared.domain.idle import entered
 from shared.domain.naming import deployment_name_for
 from shared.domain.runs import RunRecord, RunState, SmokeTestResult, advance_from
 from shared.domain.tags import CHAMPION
 from shared.domain.traffic import shifted_traffic, to_retire
 from shared.engine.base import ModelRef
-from shared.usecases.lifecycle.steps import attempt, champion_is_newer, deploying_to, float_tag, gate_policy_for
+from shared.usecases.lifecycle.steps import attempt, champion_is_newer, deploying_to
 
 logger = logging.getLogger(__name__)
 
@@ -86,26 +86,26 @@ def _shift(ctx: AppContext, record: RunRecord, smoke_test: SmokeTestResult, chec
 
 
 def _against_current_champion(ctx: AppContext, record: RunRecord) -> ChampionCheck | None:
-    """The comparison with the champion as it is now, when that is not the one the gate compared with (another
-    run was promoted while this one deployed); None when there is nothing new to compare with."""
-    registered, gate, metrics = record.model, record.gate, record.metrics
-    if registered is None or gate is None or metrics is None or metrics.eval_loss is None:
+    """When another run was promoted while this one deployed, this run's evidence is against another model: a
+    newer champion keeps its place (an older run would have to beat it, and was not compared with it); an older one
+    gives way to this run, newer data that passed its own evaluation. None when the champion is the one compared."""
+    registered, evaluation = record.model, record.evaluation
+    if registered is None or record.gate is None:
         return None  # a restore: its model is the champion already
     champion = attempt(ctx, record, "shift", "get_model", lambda: ctx.engine.get_model(registered.name, alias=CHAMPION))
     if champion is None or champion.version == registered.version:
         return None
     name = f"{champion.name}:{champion.version}"
-    champion_loss = float_tag(champion.tags.get("eval_loss"))
-    if name == gate.champion or champion_loss is None:
+    compared = evaluation.reference.model if evaluation is not None and evaluation.reference is not None else None
+    if name == compared:
         return None
-    policy = gate_policy_for(ctx, record)
-    return against_champion(
-        metrics.eval_loss,
-        policy,
-        champion=name,
-        champion_eval_loss=champion_loss,
-        champion_is_newer=champion_is_newer(ctx, record, champion),
-    )
+    if champion_is_newer(ctx, record, champion):
+        return ChampionCheck(
+            False,
+            f"champion {name} is from a newer upload and this run was evaluated against "
+            f"{compared or 'no champion'}: an older run must beat it",
+        )
+    return ChampionCheck(True, f"champion {name} is from an older upload: newer data wins")
 
 
 def _supersede_deploying(ctx: AppContext, record: RunRecord, reason: str, smoke_test: SmokeTestResult) -> RunRecord:

@@ -248,6 +248,8 @@ class TrainingWorker:
             self.metrics.base = self._evaluate(trainer)
             self.log(f"base model: {describe_eval(self.metrics.base)}")
             self.mlflow.log_eval("base", self.metrics.base)
+            if job.champion and job.champion_model_dir:
+                self._evaluate_champion(job.champion, job.champion_model_dir, dtype, trainer, tokenizer)
             self.write_metrics()
         self.cancel.check()
 
@@ -343,6 +345,34 @@ class TrainingWorker:
             return eval_metrics(trainer.evaluate())
         finally:
             self._callback.phase = "train"
+
+    def _evaluate_champion(self, champion: str, model_dir: str, dtype, trainer, tokenizer) -> None:
+        """The line's champion on the same prepared test split, with the same collator: a loss like for like with
+        the challenger's. A champion that cannot be loaded is noted, not fatal (the gate then compares no loss)."""
+        from trl import SFTTrainer
+
+        self.log(f"evaluating the champion {champion} on the test split")
+        try:
+            model = load_model(model_dir, dtype)
+        except JobFailure as exc:
+            self.note(f"the champion {champion} could not be loaded ({exc.message}): its loss is not compared")
+            return
+        champion_trainer = SFTTrainer(
+            model=model,
+            args=trainer.args,
+            train_dataset=trainer.eval_dataset,  # required by the constructor; only evaluated here
+            eval_dataset=trainer.eval_dataset,
+            processing_class=tokenizer,
+            data_collator=trainer.data_collator,
+        )
+        from transformers import PrinterCallback
+
+        champion_trainer.remove_callback(PrinterCallback)
+        self.metrics.champion = eval_metrics(champion_trainer.evaluate())
+        self.metrics.champion_model = champion
+        self.log(f"champion {champion}: {describe_eval(self.metrics.champion)}")
+        self.mlflow.log_eval("champion", self.metrics.champion)
+        del champion_trainer, model
 
     def _final_eval(self, trainer) -> EvalMetrics:
         last = self._callback.last_eval
