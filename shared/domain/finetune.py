@@ -65,7 +65,7 @@ LOCAL_PRESETS: dict[str, dict[str, object]] = {
         "num_train_epochs": 1,
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8,
-        "learning_rate": 5e-4,
+        "learning_rate": 2e-3,  # 5e-4 decayed over a short run left it looping: it learned the style, not the end
         "max_seq_length": 256,
         "lora_r": 16,
         "lora_alpha": 32,

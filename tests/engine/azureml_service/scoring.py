@@ -84,7 +84,10 @@ class ScoringServer:
             self.pinned.append(pinned)
             self.requests[endpoint_name].append(datetime.now(UTC))
             text = "" if serving in service.silent_deployments else f"Hello from {serving}."
-            return 200, [{"0": text}]
+            conversations = body["input_data"]["input_string"]
+            several = bool(conversations) and isinstance(conversations[0], list)
+            # the generic MLflow scorer answers one {"0": text} per input row: one row per conversation
+            return 200, [{"0": text} for _ in (conversations if several else [conversations])]
 
 
 class FakeMetrics:
