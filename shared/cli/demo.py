@@ -8,8 +8,12 @@
 4. send the seed's sample request to both endpoints;
 5. upload more to `support`: it retrains on the union of its uploads, competes with its own champion only, and
    shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed;
-6. `legal`'s line.json drops its idle time, so the timer tears its endpoint down; then restore it through the API;
-7. stop every process it started.
+   every deployment is evaluated at 0% first (held-out conversations and probes, against the champion or the base
+   model) and its evidence printed;
+6. upload a degenerate dataset (one phrase repeated) to `legal`: its evaluation refuses it, and the champion keeps
+   the traffic and answers;
+7. `legal`'s line.json drops its idle time, so the timer tears its endpoint down; then restore it through the API;
+8. stop every process it started.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         unchanged = _serving(api, legal) == legal_before
         _step(f"line legal: {'unchanged' if unchanged else 'CHANGED'} by support's retrain: {legal_before}")
         _print_lines(api)
+        if not _refuses_a_degenerate_challenger(api, blobs, legal):
+            return 1
         blobs.put("legal/line.json", b"{}")  # the settings' short IDLE_MINUTES now apply to legal
         _teardown_and_restore(api, api.get(f"/api/runs/{legal['run_id']}"))
         if not unchanged:
@@ -96,6 +102,35 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         _cleanup(host)
     _say(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def degenerate(lines: list[bytes]) -> bytes:
+    """A schema-valid upload whose every answer is one phrase repeated: what a bad export or a looping labeller
+    produces, and what the evaluation must refuse."""
+    rows = []
+    for line in lines:
+        example = json.loads(line)
+        example["messages"] = [example["messages"][0], {"role": "assistant", "content": "Enjoy. " * 24}]
+        rows.append(json.dumps(example).encode() + b"\n")
+    return b"".join(rows)
+
+
+def _refuses_a_degenerate_challenger(api: _Api, blobs: _Blobs, champion: dict[str, Any]) -> bool:
+    """Upload a degenerate dataset to the champion's line: it trains, deploys at 0%, and its evaluation refuses it;
+    the champion keeps the traffic and answers."""
+    line = champion["line"]
+    before = _serving(api, champion)
+    blobs.put(f"{line}/enjoy.jsonl", degenerate(SAMPLE_LINES))
+    blocked = _follow(api, f"{line}/enjoy.jsonl")
+    after = _serving(api, champion)
+    if blocked["state"] != RunState.ROLLED_BACK or after != before:
+        _say(f"the degenerate challenger ended {blocked['state']} ({blocked.get('error')}); traffic {after}")
+        return False
+    _step(
+        f"line {line}: the challenger was refused ({blocked['error']['code']}); traffic unchanged: {after['traffic']}"
+    )
+    _ask(champion, f"the same request to line {line}'s champion")
+    return True
 
 
 def _fresh_state() -> Path:
@@ -151,7 +186,8 @@ class _Blobs:
 
     def put(self, name: str, data: bytes) -> None:
         if name.endswith(".jsonl"):
-            _step(f"upload {len(data) / 1024:.0f} KiB of {SAMPLE.name} to {self._container}/{name}")
+            rows = len(data.splitlines())
+            _step(f"upload {len(data) / 1024:.0f} KiB ({rows} conversations) to {self._container}/{name}")
         self._service.get_blob_client(self._container, name).upload_blob(data, overwrite=True)
 
 
@@ -194,9 +230,43 @@ def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
         engine = get_context().engine
         assert isinstance(engine, LocalEngine)  # the demo configures engine="local"
         print(f"    training log and PNG curve: {engine.job_folder(run['job_name'])}")
-    elif state == RunState.DEPLOYED and run.get("smoke_test"):
+    if state in (RunState.DEPLOYED, RunState.ROLLED_BACK) and run.get("evaluation"):
+        _print_evaluation(run["evaluation"], artifacts.get("evaluation_md"))
+    if state == RunState.DEPLOYED and run.get("smoke_test"):
         print(f"    smoke test: {run['smoke_test']['seconds']:.1f} s, answer {run['smoke_test']['answer'][:80]!r}")
         print(f"    scoring URI {run['endpoint']['scoring_uri']} (deployment {run['endpoint']['deployment']})")
+
+
+def _print_evaluation(evaluation: dict[str, Any], page: str | None) -> None:
+    ours, theirs = evaluation["challenger"], evaluation["reference"]
+    against = f"the {evaluation['baseline']} {theirs['model']}" if theirs else "nothing (degeneration checks only)"
+    print(
+        f"    evaluation ({evaluation['seconds']:.1f} s): {evaluation['examples']} held-out conversations and "
+        f"{ours['probes']} probes, greedy, against {against}"
+    )
+    figures = [
+        (f"{name}", f"{value:.3f}", f"{theirs['scores'].get(name, 0):.3f}" if theirs else "-")
+        for name, value in ours["scores"].items()
+    ]
+    figures.append(
+        (
+            "degenerate",
+            f"{ours['degenerate']}/{ours['answers']}",
+            f"{theirs['degenerate']}/{theirs['answers']}" if theirs else "-",
+        )
+    )
+    figures.append(
+        (
+            "probes passed",
+            f"{ours['probes_passed']}/{ours['probes']}",
+            f"{theirs['probes_passed']}/{theirs['probes']}" if theirs else "-",
+        )
+    )
+    print("      " + "; ".join(f"{name} {mine} vs {other}" for name, mine, other in figures))
+    for check in evaluation["checks"]:
+        print(f"      {'pass' if check['passed'] else 'FAIL'} {check['code']}: {check['reason']}")
+    if page:
+        print(f"    evidence: {page} (and evaluation.json)")
 
 
 def _progress(job_name: str, last_step: int) -> int:

@@ -59,6 +59,7 @@ class RunResult:
             "model": f"{record.model.name}:{record.model.version}" if record.model else None,
             "metrics": record.metrics.model_dump() if record.metrics else None,
             "smoke_test": record.smoke_test.model_dump() if record.smoke_test else None,
+            "evaluation": record.evaluation.model_dump(mode="json") if record.evaluation else None,
             "error": record.error.model_dump() if record.error else None,
             "reports": {k: v for k, v in record.artifacts.model_dump().items() if v},
         }

@@ -1,5 +1,5 @@
-"""`autopilot runs repair ID [--restore]` (a damaged run record, shown as stored, put back from its kept copy) and
-`autopilot lines [LINE] [--json]` (the model lines)."""
+"""`autopilot runs show ID [--json]` (a run with its evaluation), `autopilot runs repair ID [--restore]` (a damaged
+run record, shown as stored, put back from its kept copy) and `autopilot lines [LINE] [--json]` (the model lines)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,53 @@ def add_runs_commands(commands: argparse._SubParsersAction) -> None:
     repair.add_argument(
         "--restore", action="store_true", help="write the kept copy (the last version written whole) over it"
     )
-    runs.set_defaults(run=_repair)
+    show = actions.add_parser(
+        "show",
+        help="a run: its state, history, gate and evaluation summary",
+        description="Exit 0 when the run exists, 1 when it does not or cannot be read, 2 on bad usage.",
+    )
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    repair.set_defaults(run=_repair)
+    show.set_defaults(run=_show)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from shared.context import AppContext
+    from shared.domain.errors import AutopilotError
+
+    settings = settings_or_none()
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        record = AppContext.from_settings(settings).ledger.get(args.run_id)
+    except AutopilotError as exc:
+        print(f"autopilot: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(record.model_dump_json(indent=2))
+        return EXIT_VALID
+    print(f"run {record.run_id} (line {record.line}): {record.state}")
+    for step in record.history:
+        print(f"  {step.at.isoformat(timespec='seconds')} {step.to_state}: {step.reason}")
+    if record.gate is not None:
+        print(f"  loss gate: {'passed' if record.gate.passed else 'failed'}: {'; '.join(record.gate.reasons)}")
+    evaluation = record.evaluation
+    if evaluation is not None:
+        against = f"the {evaluation.baseline} {evaluation.reference.model}" if evaluation.reference else "nothing"
+        print(
+            f"  evaluation: {'passed' if evaluation.passed else 'refused'} in {evaluation.seconds:.1f} s, "
+            f"{evaluation.examples} conversations and {evaluation.challenger.probes} probes against {against}"
+        )
+        for check in evaluation.checks:
+            print(f"    {'pass' if check.passed else 'FAIL'} {check.code}: {check.reason}")
+        for note in evaluation.notes:
+            print(f"    note: {note}")
+        if record.artifacts.evaluation_md:
+            print(f"  evidence: {record.artifacts.evaluation_md}")
+    if record.error is not None:
+        print(f"  error: {record.error.code}: {record.error.message}")
+    return EXIT_VALID
 
 
 def _repair(args: argparse.Namespace) -> int:
