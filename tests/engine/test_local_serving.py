@@ -185,9 +185,10 @@ def test_one_conversation_gets_one_answer(served: Endpoint):
     # when it is scored
     status, headers, body = served.score(HI, parameters)
 
-    # then the answer is one string, from the deployment with all the traffic
+    # then the answer is one string, from the deployment with all the traffic, and its details a list of one
     assert status == 200
-    assert set(body) == {"output"} and isinstance(body["output"], str)
+    assert set(body) == {"output", "details"} and isinstance(body["output"], str)
+    assert len(body["details"]) == 1
     assert headers["azureml-model-deployment"] == "blue"
     assert headers["x-request-id"]
 
@@ -213,6 +214,22 @@ def test_several_conversations_get_a_list_of_answers_in_order(served: Endpoint):
     assert isinstance(body["output"], list) and len(body["output"]) == 3
     assert all(isinstance(text, str) for text in body["output"])
     assert again == body
+
+
+@pytest.mark.parametrize("shape", ["single", "list"])
+def test_score_details_say_an_answer_ran_out_of_tokens(served: Endpoint, shape: str):
+    # given a greedy request with room for two tokens only (the tiny model never ends that soon)
+    conversations = HI if shape == "single" else [HI, [{"role": "user", "content": "What is the capital of France?"}]]
+
+    # when it is scored
+    status, _, body = served.score(conversations, {"temperature": 0.0, "max_new_tokens": 2})
+
+    # then beside the answer(s) there is one detail per answer: it ran out of tokens after two
+    assert status == 200
+    answers = [body["output"]] if shape == "single" else body["output"]
+    assert isinstance(body["output"], str if shape == "single" else list)
+    assert body["details"] == [{"finish_reason": "length", "completion_tokens": 2}] * len(answers)
+    assert len(answers) == (1 if shape == "single" else 2)
 
 
 def test_the_openai_client_gets_a_chat_completion(served: Endpoint):

@@ -1,6 +1,7 @@
 """One deployment of a local endpoint: a Hugging Face chat model behind a loopback HTTP API that only the router calls.
 
     python -m shared.engine.local.serving.deployment_server --model-dir DIR [--tokenizer-dir DIR] --port P --name NAME
+        [--threads N] [--max-new-tokens-cap N] [--max-batch N]
 
 The port is bound first, then the model loads in the background: `GET /health` answers 503 {"error": {"code":
 "loading"}} until it is ready, then 200. A model that fails to load ends the process with exit code 1 (the log says
@@ -12,8 +13,12 @@ why); a port already in use ends it with exit code 3.
                      "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "generate_s"}}
 
 The chat template is applied with add_generation_prompt=True; generation runs under torch.inference_mode() and one
-lock (one request at a time: others queue). Parameters are whitelisted (protocol.normalize_parameters); greedy when
-do_sample is false or the temperature is 0; max_new_tokens is capped (--max-new-tokens-cap, 1024 by default).
+lock (one request at a time: others queue). The conversations of one request are left-padded and decoded together,
+one `generate` call per chunk of at most --max-batch of them (16 by default; batching.py). Padding moves the logits
+in their last float bits only (about 5e-7 on the tiny model), so a greedy answer is the one the conversation gets
+alone unless two tokens tie that closely; sampled answers of one request share one random stream (a seed is set once
+per request). Parameters are whitelisted (protocol.normalize_parameters); greedy when do_sample is false or the
+temperature is 0; max_new_tokens is capped (--max-new-tokens-cap, 1024 by default).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from shared.engine.local.serving.batching import DEFAULT_MAX_BATCH, chunks, completion, finish_reason, left_pad
 from shared.engine.local.serving.jsonhttp import (
     EXIT_PORT_IN_USE,
     JsonHandler,
@@ -53,7 +60,6 @@ EXIT_LOAD_FAILED = 1
 logger = logging.getLogger(MODULE)
 
 if TYPE_CHECKING:
-    from torch import Tensor
     from transformers import BatchEncoding
 
 
@@ -66,7 +72,15 @@ class OutputDetail(TypedDict):
 class ChatModel:
     """A causal LM and its tokenizer, loaded once; `generate` is serialized by a lock."""
 
-    def __init__(self, model_dir: Path, tokenizer_dir: Path | None, *, threads: int, max_new_tokens_cap: int) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        tokenizer_dir: Path | None,
+        *,
+        threads: int,
+        max_new_tokens_cap: int,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
         import torch
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -77,6 +91,7 @@ class ChatModel:
         self._torch = torch
         self._lock = threading.Lock()
         self.max_new_tokens_cap = max_new_tokens_cap
+        self.max_batch = max(1, max_batch)
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
         if not getattr(self.tokenizer, "chat_template", None):
             raise RuntimeError(f"the tokenizer in {tokenizer_dir or model_dir} has no chat template")
@@ -88,6 +103,9 @@ class ChatModel:
         generation = self.model.generation_config
         eos = generation.eos_token_id if generation.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        # what generate stops a row on (the generation config's eos, not the tokenizer's): the padding follows it
+        stops = generation.eos_token_id
+        self.stop_ids = set(stops if isinstance(stops, list) else [stops] if stops is not None else [])
         pad = generation.pad_token_id if generation.pad_token_id is not None else self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids), None)
         self.parameters = self.model.num_parameters()
@@ -100,7 +118,8 @@ class ChatModel:
         )
         if self.pad_id is not None:
             kwargs["pad_token_id"] = self.pad_id
-        prompts = [self._encode(conversation, kwargs["max_new_tokens"]) for conversation in request.conversations]
+        max_new_tokens = kwargs["max_new_tokens"]
+        prompts = [self._encode(conversation, max_new_tokens) for conversation in request.conversations]
         stop = request.parameters.get("stop")
         outputs: list[str] = []
         details: list[OutputDetail] = []
@@ -108,19 +127,20 @@ class ChatModel:
         with self._lock, self._torch.inference_mode():
             if "seed" in request.parameters:
                 self._torch.manual_seed(request.parameters["seed"])
-            for encoded in prompts:
-                prompt_tokens = int(encoded["input_ids"].shape[1])
-                # the ignore: transformers types generate's self as a Protocol that mypy finds PreTrainedModel misses
-                generated = self.model.generate(**encoded, **kwargs)[0, prompt_tokens:].tolist()  # type: ignore[misc]
-                ended = bool(generated) and generated[-1] in self.eos_ids
-                # one sequence decodes to one str: the library types decode str | list[str], with no overloads
-                decoded = cast(str, self.tokenizer.decode(generated, skip_special_tokens=True))
-                text, stopped = truncate_at_stop(decoded, stop)
-                finish = "stop" if ended or stopped or len(generated) < kwargs["max_new_tokens"] else "length"
-                outputs.append(text)
-                details.append(
-                    {"finish_reason": finish, "prompt_tokens": prompt_tokens, "completion_tokens": len(generated)}
-                )
+            for chunk in chunks(prompts, self.max_batch):
+                for prompt_tokens, generated in zip(
+                    (len(prompt) for prompt in chunk), self._generate_batch(chunk, kwargs), strict=True
+                ):
+                    # one sequence decodes to one str: the library types decode str | list[str], with no overloads
+                    decoded = cast(str, self.tokenizer.decode(generated, skip_special_tokens=True))
+                    text, stopped = truncate_at_stop(decoded, stop)
+                    finish = finish_reason(
+                        generated, eos_ids=self.eos_ids, stopped=stopped, max_new_tokens=max_new_tokens
+                    )
+                    outputs.append(text)
+                    details.append(
+                        {"finish_reason": finish, "prompt_tokens": prompt_tokens, "completion_tokens": len(generated)}
+                    )
         prompt_total = sum(d["prompt_tokens"] for d in details)
         completion_total = sum(d["completion_tokens"] for d in details)
         usage = {
@@ -131,28 +151,37 @@ class ChatModel:
         }
         return {"outputs": outputs, "details": details, "usage": usage}
 
-    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> BatchEncoding[Tensor]:
+    def _generate_batch(self, prompts: Sequence[list[int]], kwargs: dict[str, Any]) -> list[list[int]]:
+        """One `generate` call for the prompts, left-padded (any id pads when the model has none: it is masked);
+        each row's completion, its trailing padding cut."""
+        batch = left_pad(prompts, self.pad_id if self.pad_id is not None else 0)
+        input_ids = self._torch.tensor(batch.input_ids, dtype=self._torch.long)
+        attention_mask = self._torch.tensor(batch.attention_mask, dtype=self._torch.long)
+        # the ignore: transformers types generate's self as a Protocol that mypy finds PreTrainedModel misses
+        sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # type: ignore[misc]
+        rows = sequences[:, input_ids.shape[1] :].tolist()
+        return [completion(row, self.stop_ids) for row in rows]
+
+    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> list[int]:
         try:
-            # return_dict with return_tensors="pt" gives a BatchEncoding of tensors; the library types every
+            # return_dict without return_tensors gives a BatchEncoding of one list of ids; the library types every
             # combination's result as one union
             encoded = cast(
-                "BatchEncoding[Tensor]",
-                self.tokenizer.apply_chat_template(
-                    conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
-                ),
+                "BatchEncoding[list[int]]",
+                self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True),
             )
         except Exception as exc:  # the template may reject a conversation (e.g. roles out of order)
             raise RequestError(
                 "chat_template_error", f"the model's chat template rejected the messages: {exc}"
             ) from None
-        length = int(encoded["input_ids"].shape[1])
-        if self.context_length is not None and length + max_new_tokens > self.context_length:
+        ids = list(encoded["input_ids"])
+        if self.context_length is not None and len(ids) + max_new_tokens > self.context_length:
             raise RequestError(
                 "prompt_too_long",
-                f"the prompt is {length} tokens; with max_new_tokens={max_new_tokens} it exceeds the model's "
+                f"the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} it exceeds the model's "
                 f"context of {self.context_length} tokens",
             )
-        return encoded
+        return ids
 
 
 class Deployment:
@@ -217,7 +246,11 @@ def _load(server: DeploymentHttpServer, args: argparse.Namespace) -> None:
     started = time.monotonic()
     try:
         deployment.model = ChatModel(
-            args.model_dir, args.tokenizer_dir, threads=args.threads, max_new_tokens_cap=args.max_new_tokens_cap
+            args.model_dir,
+            args.tokenizer_dir,
+            threads=args.threads,
+            max_new_tokens_cap=args.max_new_tokens_cap,
+            max_batch=args.max_batch,
         )
     except Exception as exc:
         deployment.error = f"{type(exc).__name__}: {exc}"
@@ -247,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--max-new-tokens-cap", type=int, default=MAX_NEW_TOKENS_CAP)
+    parser.add_argument(
+        "--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="conversations decoded together, at most"
+    )
     args = parser.parse_args(argv)
     args.threads = max(1, args.threads)
 

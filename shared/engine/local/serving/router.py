@@ -11,7 +11,10 @@ Routes (JSON in and out; errors are {"error": {"code", "message"}}):
     GET  /                      liveness, no key needed
     POST /score                 the Azure ML chat-completion contract:
                                 {"input_data": {"input_string": [<messages>] | [[<messages>], ...], "parameters": {}}}
-                                -> {"output": "<text>"} for one flat conversation, {"output": ["...", ...]} for several
+                                -> {"output": "<text>"} for one flat conversation, {"output": ["...", ...]} for several,
+                                and beside it "details": [{"finish_reason": "stop" | "length", "completion_tokens"}],
+                                one per answer (a list of one for a single string). An additive key: Azure ML clients
+                                ignore it; it tells an answer that ran out of tokens ("length") from one that stopped
     POST /v1/chat/completions   OpenAI-compatible, non-streaming (`model` pins a deployment when one has that name)
     GET  /v1/models             the deployments, OpenAI-style
 Scoring routes need `Authorization: Bearer <primary or secondary key>` (else 401). The header
@@ -303,7 +306,12 @@ class RouterHandler(JsonHandler):
         target = self._pick(router)
         answer = router.generate(target, request)
         outputs = answer["outputs"]
-        return 200, {"output": outputs[0] if request.single else outputs}, target.name
+        # the deployment reports one detail per output (deployment_server.OutputDetail); /score passes on two fields
+        details = [
+            {"finish_reason": detail["finish_reason"], "completion_tokens": detail["completion_tokens"]}
+            for detail in answer["details"]
+        ]
+        return 200, {"output": outputs[0] if request.single else outputs, "details": details}, target.name
 
     def _chat_completion(self, router: Router, body: Any) -> tuple[int, dict[str, Any], str]:
         request = parse_chat_completion(body)
