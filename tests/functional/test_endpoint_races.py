@@ -3,6 +3,7 @@ endpoint leases), the fake engine (the interleavings and the losses must be chos
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -36,6 +37,17 @@ def older_and_newer(ctx: AppContext, engine: FakeEngine, *, old_loss: float, new
 
 def deployment_of(run: RunRecord) -> str:
     return "d-" + run.run_id.removeprefix("ft-")
+
+
+def answers_like_the_sample(conversation: list[dict[str, str]]) -> str:
+    """A deployment that answers each sample question with the sample's answer: a challenger that beats one
+    answering "answer from d-..." on the held-out conversations."""
+    return SAMPLE_ANSWERS.get(conversation[-1]["content"], "")
+
+
+SAMPLE_ANSWERS = {
+    row["messages"][-2]["content"]: row["messages"][-1]["content"] for row in map(json.loads, VALID.splitlines())
+}
 
 
 def test_a_shift_leaves_a_deploying_runs_deployment_alone_and_the_newer_run_wins(ctx: AppContext, engine: FakeEngine):
@@ -90,44 +102,49 @@ def test_an_older_run_that_deployed_while_a_newer_one_was_promoted_is_superseded
     promoted = ctx.ledger.get(new.run_id).model
     champion = f"{promoted.name}:{promoted.version}"
     assert late.history[-1].reason == (
-        f"a newer champion was promoted while this run deployed: eval loss 0.8000 >= 0.8000 (champion {champion} is "
-        f"from a newer upload: an older run must beat it); deployment {deployment_of(old)} deleted"
+        f"a newer champion was promoted while this run deployed: champion {champion} is from a newer upload and this "
+        f"run was evaluated against base {late.base_model}: an older run must beat it; deployment "
+        f"{deployment_of(old)} deleted"
     )
 
 
-def test_a_late_older_run_within_tolerance_is_gated_out_and_one_that_beats_the_newer_champion_is_promoted(
+def test_a_late_older_run_that_only_ties_the_newer_champion_is_refused_by_its_evaluation(
     ctx: AppContext, engine: FakeEngine
 ):
-    # given a newer run promoted first (eval loss 0.80), and an older run whose completion arrives late
-    old, new = older_and_newer(ctx, engine, old_loss=0.82, new_loss=0.80)
+    # given a newer run promoted first, and an older run whose completion arrives late
+    old, new = older_and_newer(ctx, engine, old_loss=0.80, new_loss=0.80)
     on_job_event(event_for(new.run_id))
     promoted = ctx.ledger.get(new.run_id)
 
-    # when the older run completes with 0.82: within the 5% tolerance, but not better
+    # when the older run completes and its deployment answers as well as the champion's, no better
     on_job_event(event_for(old.run_id))
 
-    # then it is gated out, saying the champion is newer, and the traffic stays on the newer run
+    # then its evaluation against the newer champion refuses it, saying an older run must beat it; the traffic stays
     late = ctx.ledger.get(old.run_id)
-    assert late.state == RunState.GATED_OUT
-    assert late.gate.reasons[-1] == (
-        f"eval loss 0.8200 >= 0.8000 (champion {promoted.model.name}:{promoted.model.version} is from a newer upload: "
-        "an older run must beat it)"
+    assert late.state == RunState.ROLLED_BACK
+    assert late.error.code == "score_below_baseline"
+    score = next(check for check in late.evaluation.checks if check.code == "score_below_baseline")
+    assert score.reason.endswith(
+        f"of champion {promoted.model.name}:{promoted.model.version}, which is from a newer upload: an older run "
+        "must beat it"
     )
     assert engine.traffic(promoted.endpoint.name) == {promoted.endpoint.deployment: 100}
 
 
 def test_a_late_older_run_that_beats_the_newer_champion_is_promoted(ctx: AppContext, engine: FakeEngine):
-    # given a newer run promoted first (eval loss 0.80), and an older run whose completion arrives late with 0.50
-    old, new = older_and_newer(ctx, engine, old_loss=0.50, new_loss=0.80)
+    # given a newer run promoted first, and an older run whose deployment answers like the sample's references
+    old, new = older_and_newer(ctx, engine, old_loss=0.80, new_loss=0.80)
     on_job_event(event_for(new.run_id))
+    engine.answer_with[deployment_of(old)] = answers_like_the_sample
 
     # when the older run completes
     on_job_event(event_for(old.run_id))
 
-    # then it won the comparison: it serves, and the newer run is replaced
+    # then it won the comparison on the held-out conversations: it serves, and the newer run is replaced
     late, replaced = ctx.ledger.get(old.run_id), ctx.ledger.get(new.run_id)
-    assert late.state == RunState.DEPLOYED
-    assert late.gate.reasons[-1].startswith("eval loss 0.5000 < 0.8000 (champion ")
+    assert late.state == RunState.DEPLOYED, late.history[-1].reason
+    assert late.evaluation.challenger.scores["rouge_l"] > 0.9 > late.evaluation.reference.scores["rouge_l"]
+    assert late.evaluation.passed is True
     assert engine.traffic(late.endpoint.name) == {deployment_of(old): 100}
     assert replaced.state == RunState.SUPERSEDED
 
@@ -161,16 +178,24 @@ def test_two_runs_finishing_at_once_leave_one_deployment_with_all_traffic(ctx: A
     assert engine.traffic(endpoint) == {deployment_of(new): 100}
     assert records[new.run_id].state == RunState.DEPLOYED
     loser = records[old.run_id]
-    assert loser.state == RunState.SUPERSEDED
+    assert loser.state in (RunState.SUPERSEDED, RunState.ROLLED_BACK)
     champion = f"{records[new.run_id].model.name}:{records[new.run_id].model.version}"
     assert loser.history[-1].reason in {
         # the older run shifted first, then the newer one replaced it
         f"replaced by run {new.run_id} on {endpoint}: deployment {deployment_of(old)} retired",
         # the newer run shifted first, and the older one did not beat it
-        f"a newer champion was promoted while this run deployed: eval loss 0.8000 >= 0.8000 (champion {champion} "
-        f"is from a newer upload: an older run must beat it); deployment {deployment_of(old)} deleted",
+        f"a newer champion was promoted while this run deployed: champion {champion} is from a newer upload and "
+        f"this run was evaluated against base {loser.base_model}: an older run must beat it; deployment "
+        f"{deployment_of(old)} deleted",
+        # the newer run shifted first, and the older one, evaluated against it, did not beat it
+        f"evaluation: {_score_reason(loser)}; traffic stays on {deployment_of(new)}",
     }
     assert errors == []
+
+
+def _score_reason(run: RunRecord) -> str:
+    checks = run.evaluation.failed if run.evaluation else []
+    return "; ".join(check.reason for check in checks)
 
 
 def test_one_holder_of_an_endpoints_lease_at_a_time(ctx: AppContext):
