@@ -185,9 +185,7 @@ class FakeEngine:
                 self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
             return self._deployment(endpoint_name, deployment_name)
 
-    def create_base_model_deployment(
-        self, endpoint_name: str, deployment_name: str, base_model: str
-    ) -> DeploymentInfo:
+    def create_base_model_deployment(self, endpoint_name: str, deployment_name: str, base_model: str) -> DeploymentInfo:
         return self.create_deployment(endpoint_name, deployment_name, ModelRef(name=base_model, version="base"))
 
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from shared.domain.scoring import answer_text, scoring_request
 from shared.engine.base import ScoringRequest
 from tests.e2e.hosts import local_dev_host
 from tests.e2e.test_lifecycle_e2e import call, wait_for_state
-from tests.e2e.test_lines_e2e import ENDED, LINES, run_of
+from tests.e2e.test_lines_e2e import ENDED, LINES
 from tests.unit.test_probes import ANSWERS
 
 DATASETS = "promo-datasets"
@@ -34,6 +35,17 @@ def host(azurite: Azurite, tmp_path: Path):
 def put(host: DevHost, name: str, data: bytes) -> None:
     service = BlobServiceClient.from_connection_string(host.connection_string)
     service.get_blob_client(DATASETS, name).upload_blob(data, overwrite=True)
+
+
+def run_of(host: DevHost, blob: str, timeout_s: float = 60) -> dict:
+    """The run an upload became, once it is recorded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for run in call(host, "GET", "/api/runs?limit=1000")[1]["runs"]:
+            if f"{DATASETS}/{blob}" in run["sources"]:
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"no run for {blob} within {timeout_s} s")
 
 
 def read(host: DevHost, blob: str) -> bytes:

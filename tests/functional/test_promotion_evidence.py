@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from shared.adapters.azurite import Azurite
 from shared.context import AppContext
 from shared.domain.runs import RunState
+from shared.domain.scoring import smoke_test_conversation
 from shared.settings import Settings
 from tests.fakes import FakeEngine
 from tests.functional.test_endpoint_races import answers_like_the_sample, deployment_of, variant
@@ -114,12 +115,35 @@ def test_a_smoke_test_answer_that_loops_is_degenerate_and_rolls_back(ctx: AppCon
     # when its completion is delivered
     on_job_event(event_for(run.run_id))
 
-    # then the smoke test flags it, and nothing is evaluated or promoted
+    # then the smoke test flags it; the evaluation still gathers the evidence, which refuses it
+    record = ctx.ledger.get(run.run_id)
+    assert record.state == RunState.ROLLED_BACK
+    assert record.smoke_test.passed is False
+    assert record.smoke_test.error.startswith("the answer is degenerate (repetition)")
+    assert record.error.code == "degenerate_answers"
+    assert record.evaluation.challenger.flag_counts["repetition"] == record.evaluation.examples
+
+
+def test_a_degenerate_smoke_test_answer_fails_the_run_even_when_the_evaluation_passes(
+    ctx: AppContext, engine: FakeEngine
+):
+    # given a deployment that answers well, except the smoke test's question, with a loop
+    run = trained_run(ctx, engine, eval_loss=0.8)
+    smoke_conversation = smoke_test_conversation(json.loads(blob(ctx, run.artifacts.test).splitlines()[0]))
+
+    def answers(conversation: list[dict[str, str]]) -> str:
+        return "Enjoy. " * 30 if conversation == smoke_conversation else answers_like_the_sample(conversation)
+
+    engine.answer_with[deployment_of(run)] = answers
+
+    # when its completion is delivered
+    on_job_event(event_for(run.run_id))
+
+    # then the run is rolled back for its smoke test, with its evaluation recorded
     record = ctx.ledger.get(run.run_id)
     assert record.state == RunState.ROLLED_BACK
     assert record.error.code == "smoke_test_failed"
-    assert record.smoke_test.error.startswith("the answer is degenerate (repetition)")
-    assert record.evaluation is None
+    assert record.evaluation is not None
 
 
 def test_a_redelivered_completion_reuses_the_recorded_evaluation(ctx: AppContext, engine: FakeEngine):

@@ -55,7 +55,9 @@ def test_the_champion_loss_is_compared_only_on_the_same_split():
 
     # then m:2's loss is not held against the run: the loss comparison with m:3 is left to the evaluation
     assert result.passed is True
-    assert result.reasons[-1] == "champion m:3: no loss on this test split from the engine (the evaluation compares them)"
+    assert (
+        result.reasons[-1] == "champion m:3: no loss on this test split from the engine (the evaluation compares them)"
+    )
     assert result.champion_eval_loss is None
 
 

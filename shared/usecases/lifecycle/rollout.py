@@ -123,15 +123,10 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
         )
         return record
     result = smoke_test(ctx, record)
-    if not result.passed:
-        logger.warning("run %s smoke test failed: %s; rolling back", run_id, result.error, extra={"run_id": run_id})
-        return _roll_back(
-            ctx,
-            record,
-            f"smoke test failed: {result.error}",
-            RunError(code="smoke_test_failed", message=result.error or "no answer"),
-            smoke_test=result,
-        )
+    if not result.passed and result.answer is None:  # no answer at all: there is nothing to evaluate
+        return _smoke_test_failed(ctx, record, result)
+    # A degenerate smoke-test answer fails the run too, but after the evaluation: the refusal then carries the
+    # evidence (every answer, both sides' figures), not one sampled answer.
     try:
         evaluation = evaluate_challenger(ctx, record)
     except EvaluationFailed as exc:
@@ -147,7 +142,22 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             smoke_test=result,
             evaluation=evaluation,
         )
+    if not result.passed:
+        return _smoke_test_failed(ctx, ctx.ledger.get(run_id), result)
     return shift_traffic(ctx, ctx.ledger.get(run_id), result)
+
+
+def _smoke_test_failed(ctx: AppContext, record: RunRecord, result: SmokeTestResult) -> RunRecord:
+    logger.warning(
+        "run %s smoke test failed: %s; rolling back", record.run_id, result.error, extra={"run_id": record.run_id}
+    )
+    return _roll_back(
+        ctx,
+        record,
+        f"smoke test failed: {result.error}",
+        RunError(code="smoke_test_failed", message=result.error or "no answer"),
+        smoke_test=result,
+    )
 
 
 def _roll_back_failed_deployment(
