@@ -41,6 +41,7 @@ class FakeEngine:
         self.deployments: dict[str, dict[str, ModelRef]] = {}
         self.submit_calls = 0
         self.deployments_created = 0
+        self.base_deployments_created = 0  # made for an evaluation of a line's first run
         self.fail_next_submits = 0
         self.fail_next_deployments = 0
         self.refuse_next_deployments = 0  # deployments that cannot start (a permanent error: a model that fails)
@@ -186,7 +187,15 @@ class FakeEngine:
             return self._deployment(endpoint_name, deployment_name)
 
     def create_base_model_deployment(self, endpoint_name: str, deployment_name: str, base_model: str) -> DeploymentInfo:
-        return self.create_deployment(endpoint_name, deployment_name, ModelRef(name=base_model, version="base"))
+        """Counted apart from the runs' deployments (`base_deployments_created`)."""
+        with self._lock:
+            self._endpoint(endpoint_name)
+            if deployment_name not in self.deployments[endpoint_name]:
+                self.base_deployments_created += 1
+                self.deployments[endpoint_name][deployment_name] = ModelRef(name=base_model, version="base")
+                endpoint = self.endpoints[endpoint_name]
+                self.endpoints[endpoint_name] = replace(endpoint, traffic={**endpoint.traffic, deployment_name: 0})
+            return self._deployment(endpoint_name, deployment_name)
 
     def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
         self._throttle("get_deployment")

@@ -106,8 +106,14 @@ def test_run_completed_five_times_gives_one_model_version_and_one_deployment(ctx
     assert record.artifacts.loss_curve.endswith(f"{run.run_id}/loss_curve.svg")
     container, _, name = record.artifacts.training_report.partition("/")
     assert b"| eval loss | 1.2000 | 0.8000 |" in ctx.store.read(container, name)[0]
-    # the smoke test was pinned to the new deployment
-    assert engine.invocations == [(record.endpoint.name, record.endpoint.deployment)]
+    # the smoke test and the evaluation were pinned to the new deployment, then the evaluation asked the base
+    # model's (the line has no champion yet), 8 conversations a call, once for the five deliveries
+    calls = -(-(record.evaluation.examples + record.evaluation.challenger.probes) // 8)
+    base = "b-" + run.run_id.removeprefix("ft-")
+    assert engine.invocations == [(record.endpoint.name, record.endpoint.deployment)] * (1 + calls) + [
+        (record.endpoint.name, base)
+    ] * calls
+    assert engine.base_deployments_created == 1 and base not in engine.traffic(record.endpoint.name)
 
 
 def test_running_after_completed_changes_nothing(ctx: AppContext, engine: FakeEngine):
