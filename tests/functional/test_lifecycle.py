@@ -110,9 +110,10 @@ def test_run_completed_five_times_gives_one_model_version_and_one_deployment(ctx
     # model's (the line has no champion yet), 8 conversations a call, once for the five deliveries
     calls = -(-(record.evaluation.examples + record.evaluation.challenger.probes) // 8)
     base = "b-" + run.run_id.removeprefix("ft-")
-    assert engine.invocations == [(record.endpoint.name, record.endpoint.deployment)] * (1 + calls) + [
-        (record.endpoint.name, base)
-    ] * calls
+    assert (
+        engine.invocations
+        == [(record.endpoint.name, record.endpoint.deployment)] * (1 + calls) + [(record.endpoint.name, base)] * calls
+    )
     assert engine.base_deployments_created == 1 and base not in engine.traffic(record.endpoint.name)
 
 
