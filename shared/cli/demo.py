@@ -179,6 +179,12 @@ def _follow(api: _Api, name: str) -> dict[str, Any]:
             if run["state"] in (RunState.SUBMITTED, RunState.RUNNING) and time.monotonic() - last_bar > 1:
                 last_bar = time.monotonic()
                 last_step = _progress(run["job_name"], last_step)
+            if run["state"] == RunState.DEPLOYING and time.monotonic() - last_bar > 15:
+                last_bar = time.monotonic()
+                since = seen[-1]["at"][11:19]
+                print(
+                    f"    smoke test and evaluation at 0% traffic under way (deploying since {since} UTC)", flush=True
+                )
         time.sleep(0.5)
 
 
