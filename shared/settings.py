@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     eval_max_examples: int = Field(32, ge=1, le=1000, alias="EVAL_MAX_EXAMPLES")
     eval_max_new_tokens: int = Field(128, ge=8, le=1024, alias="EVAL_MAX_NEW_TOKENS")
     # conversations per scoring call; the local router takes at most 16 per request
-    eval_batch_size: int = Field(8, ge=1, le=16, alias="EVAL_BATCH_SIZE")
+    eval_batch_size: int = Field(16, ge=1, le=16, alias="EVAL_BATCH_SIZE")
     eval_timeout_s: float = Field(300.0, gt=0, alias="EVAL_TIMEOUT_S")  # per scoring call
     eval_primary_metric: Literal["rouge_l", "f1"] = Field("rouge_l", alias="EVAL_PRIMARY_METRIC")
     eval_repetition_threshold: float = Field(0.5, gt=0, le=1, alias="EVAL_REPETITION_THRESHOLD")

@@ -63,11 +63,10 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         # SmolLM2 learns at about 100 tokens/s on two cores: ten steps of eight conversations show the effect in
         # about two minutes; the tiny model trains the full preset in seconds.
         finetune_overrides={} if tiny else {"max_steps": 10},
-        # SmolLM2 generates slowly on two cores: its evaluations ask fewer held-out conversations, 16 to a call
-        # (the probes are always all asked)
+        # SmolLM2 generates slowly on two cores: its evaluations ask fewer held-out conversations (the probes are
+        # always all asked)
         eval_max_examples=32 if tiny else 8,
         eval_max_new_tokens=128 if tiny else 96,
-        eval_batch_size=8 if tiny else 16,
     )
     _say(f"ft-autopilot demo: base model {model}, state in {settings.local_state_dir}")
     host = DevHost(settings, port=free_port(), announce=lambda text: None).start()

@@ -222,14 +222,14 @@ def test_a_finished_job_is_registered_deployed_at_zero_then_shifted_once_it_prov
     sweep()
 
     # then it was smoke-tested and evaluated pinned to the new deployment (the smoke test, then the held-out
-    # conversations and the probes, 8 per call), and given all the traffic; a first run on Azure ML has nothing to
+    # conversations and the probes, 16 per call), and given all the traffic; a first run on Azure ML has nothing to
     # be compared with (the service does not serve the base model), and its evaluation says so
     run = ctx.ledger.get(record.run_id)
     assert run.state == RunState.DEPLOYED, run.history[-1].reason
     assert run.evaluation is not None and run.evaluation.baseline == "none"
     assert [check.code for check in run.evaluation.checks] == ["degenerate_answers"]
     assert run.evaluation.notes[-1].startswith("nothing to compare with")
-    calls = 1 + -(-(run.evaluation.examples + run.evaluation.challenger.probes) // 8)
+    calls = 1 + -(-(run.evaluation.examples + run.evaluation.challenger.probes) // ctx.settings.eval_batch_size)
     assert service.scoring.pinned == [run.endpoint.deployment] * calls
     assert service.traffic(run.endpoint.name) == {run.endpoint.deployment: 100}
     assert run.smoke_test.answer == f"Hello from {run.endpoint.deployment}."

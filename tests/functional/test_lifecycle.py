@@ -107,8 +107,8 @@ def test_run_completed_five_times_gives_one_model_version_and_one_deployment(ctx
     container, _, name = record.artifacts.training_report.partition("/")
     assert b"| eval loss | 1.2000 | 0.8000 |" in ctx.store.read(container, name)[0]
     # the smoke test and the evaluation were pinned to the new deployment, then the evaluation asked the base
-    # model's (the line has no champion yet), 8 conversations a call, once for the five deliveries
-    calls = -(-(record.evaluation.examples + record.evaluation.challenger.probes) // 8)
+    # model's (the line has no champion yet), EVAL_BATCH_SIZE conversations a call, once for the five deliveries
+    calls = -(-(record.evaluation.examples + record.evaluation.challenger.probes) // ctx.settings.eval_batch_size)
     base = "b-" + run.run_id.removeprefix("ft-")
     assert (
         engine.invocations
