@@ -114,7 +114,9 @@ def degenerate(lines: list[bytes]) -> bytes:
     rows = []
     for line in lines:
         example = json.loads(line)
-        example["messages"] = [example["messages"][0], {"role": "assistant", "content": "Enjoy. " * 24}]
+        for message in example["messages"]:
+            if message["role"] == "assistant":
+                message["content"] = "Enjoy. " * 24
         rows.append(json.dumps(example).encode() + b"\n")
     return b"".join(rows)
 
@@ -249,7 +251,8 @@ def _narrate(run: dict[str, Any], step: dict[str, Any]) -> None:
 
 def _print_evaluation(evaluation: dict[str, Any], page: str | None) -> None:
     ours, theirs = evaluation["challenger"], evaluation["reference"]
-    against = f"the {evaluation['baseline']} {theirs['model']}" if theirs else "nothing (degeneration checks only)"
+    kind = "base model" if evaluation["baseline"] == "base" else evaluation["baseline"]
+    against = f"the {kind} {theirs['model']}" if theirs else "nothing (degeneration checks only)"
     print(
         f"    evaluation ({evaluation['seconds']:.1f} s): {evaluation['examples']} held-out conversations and "
         f"{ours['probes']} probes, greedy, against {against}"

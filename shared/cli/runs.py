@@ -56,7 +56,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  loss gate: {'passed' if record.gate.passed else 'failed'}: {'; '.join(record.gate.reasons)}")
     evaluation = record.evaluation
     if evaluation is not None:
-        against = f"the {evaluation.baseline} {evaluation.reference.model}" if evaluation.reference else "nothing"
+        kind = "base model" if evaluation.baseline == "base" else str(evaluation.baseline)
+        against = f"the {kind} {evaluation.reference.model}" if evaluation.reference else "nothing"
         print(
             f"  evaluation: {'passed' if evaluation.passed else 'refused'} in {evaluation.seconds:.1f} s, "
             f"{evaluation.examples} conversations and {evaluation.challenger.probes} probes against {against}"

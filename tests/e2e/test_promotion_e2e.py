@@ -92,7 +92,7 @@ def test_a_good_fine_tune_is_promoted_on_evidence_and_a_degenerate_one_is_refuse
     assert first["state"] == "deployed", (first.get("error"), first["history"][-1])
     evaluation = first["evaluation"]
     assert evaluation["baseline"] == "base" and evaluation["passed"] is True
-    assert evaluation["reference"]["model"] == "base tiny"
+    assert evaluation["reference"]["model"] == "tiny"
     assert evaluation["examples"] == first["validation"]["test_rows"]
     assert evaluation["challenger"]["probes"] == len(load_probes())
     assert [check["code"] for check in evaluation["checks"]] == [

@@ -53,7 +53,7 @@ class ModelSummary(Value):
     """One model's figures over the evaluation."""
 
     deployment: str
-    model: str  # "name:version", or "base <model>" for the base model
+    model: str  # "name:version", or the base model's name
     scores: dict[str, float] = Field(default_factory=dict)  # the mean of each metric over the examples
     degenerate: int = 0  # answers with at least one flag
     answers: int = 0

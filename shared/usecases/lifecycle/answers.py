@@ -30,7 +30,7 @@ class EvaluationFailed(AutopilotError):
 class ReferenceDeployment:
     baseline: Baseline
     deployment: str | None = None
-    model: str | None = None  # "name:version", or "base <model>"
+    model: str | None = None  # "name:version", or the base model's name
     notes: tuple[str, ...] = ()
     temporary: bool = False  # made for this evaluation: deleted after it
     champion_is_newer: bool = False
@@ -124,7 +124,7 @@ def reference_deployment(ctx: AppContext, record: RunRecord) -> ReferenceDeploym
             raise
         note = f"the base model {record.base_model} could not be deployed to compare with ({exc.code}: {exc.message})"
         return ReferenceDeployment(Baseline.NONE, notes=(note,))
-    return ReferenceDeployment(Baseline.BASE, name, f"base {record.base_model}", temporary=True)
+    return ReferenceDeployment(Baseline.BASE, name, record.base_model, temporary=True)
 
 
 def retire_reference(ctx: AppContext, record: RunRecord, reference: ReferenceDeployment) -> None:

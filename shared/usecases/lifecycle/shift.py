@@ -103,7 +103,8 @@ def _against_current_champion(ctx: AppContext, record: RunRecord) -> ChampionChe
         return ChampionCheck(
             False,
             f"champion {name} is from a newer upload and this run was evaluated against "
-            f"{compared or 'no champion'}: an older run must beat it",
+            f"{f'{evaluation.baseline} {compared}' if evaluation and compared else 'no model'}: an older run must "
+            "beat it",
         )
     return ChampionCheck(True, f"champion {name} is from an older upload: newer data wins")
 
