@@ -87,7 +87,7 @@ def score_check(
             "an older run must beat it"
         )
     else:
-        needed = theirs - policy.score_tolerance
+        needed = max(theirs - policy.score_tolerance, 0.0)
         holds = ours >= needed
         reason = (
             f"{metric} {ours:.4f} {'>=' if holds else '<'} {needed:.4f} ({label} {theirs:.4f} "
