@@ -55,7 +55,7 @@ def run_of(host: DevHost, blob: str, timeout_s: float = 60) -> dict:
 def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
     # given two lines: support accumulates, legal does not
     put(host, "support/line.json", json.dumps({"accumulate": True}).encode())
-    put(host, "legal/line.json", json.dumps({"parameters": {"num_train_epochs": 5}}).encode())
+    put(host, "legal/line.json", json.dumps({"parameters": {"logging_steps": 3}}).encode())
 
     # when each gets an upload, at the same time
     put(host, "support/first.jsonl", b"".join(LINES))
