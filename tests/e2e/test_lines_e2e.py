@@ -68,7 +68,7 @@ def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
     assert (support["line"], legal["line"]) == ("support", "legal")
     assert support["model"]["name"] == "support-ft-chat" and legal["model"]["name"] == "legal-ft-chat"
     assert support["endpoint"]["name"] != legal["endpoint"]["name"]
-    assert support["line_config"]["accumulate"] is True and legal["line_config"]["parameters"]["num_train_epochs"] == 3
+    assert support["line_config"]["accumulate"] is True and legal["line_config"]["parameters"]["logging_steps"] == 3
     assert len(support["line_config_sha256"]) == 64
     legal_endpoint_before = _endpoint(host, legal["endpoint"]["name"])
 
