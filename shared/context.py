@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.adapters.leases import Leases
+from shared.adapters.leases import EvaluationUnderWay, Leases
 from shared.adapters.ledger import RunLedger
 from shared.adapters.notifications import EventGridNotifier, NoNotifier, Notifier, announce
 from shared.adapters.storage import BlobStore
@@ -60,6 +60,12 @@ class AppContext:
         leases = Leases(self.store, self.settings.runs_container)
         wait = self.settings.endpoint_lease_wait_s if wait_s is None else wait_s
         return leases.hold(f"endpoints/{name}", wait_s=wait)
+
+    def evaluating(self, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run's evaluation lease while it is smoke-tested, evaluated and shifted: a duplicate delivery
+        or the sweep, arriving meanwhile, gets EvaluationUnderWay at once instead of asking the same questions."""
+        leases = Leases(self.store, self.settings.runs_container)
+        return leases.hold(f"evaluations/{run_id}", wait_s=0, busy=EvaluationUnderWay)
 
     @property
     def engine(self) -> Engine:

@@ -1,8 +1,9 @@
 """One writer per endpoint: a blob lease, held (and renewed) for the length of one change to the endpoint.
 
 Every change to an endpoint's deployments or traffic (deploy, shift, retire, roll back, restore, tear down) runs
-inside `hold`. The lease blobs live under leases/ in the runs container. A process that dies while holding one
-loses it when its last renewal runs out (LEASE_SECONDS), so nothing stays locked.
+inside `hold`, and so does a run's evaluation (one delivery evaluates; the others leave it be). The lease blobs
+live under leases/ in the runs container. A process that dies while holding one loses it when its last renewal
+runs out (LEASE_SECONDS), so nothing stays locked.
 """
 
 from __future__ import annotations
@@ -32,15 +33,23 @@ class EndpointBusy(AutopilotError):
     transient = True
 
 
+class EvaluationUnderWay(AutopilotError):
+    """Another delivery is evaluating the run (its lease is held): this one leaves it be."""
+
+    code = "evaluation_under_way"
+    http_status = 503
+    transient = True
+
+
 class Leases:
     def __init__(self, store: BlobStore, container: str) -> None:
         self._store = store
         self._container = container
 
     @contextmanager
-    def hold(self, name: str, *, wait_s: float) -> Iterator[None]:
-        """Run the block as the only holder of `name`; waits up to `wait_s` for it, then raises EndpointBusy."""
-        lease = self._take(name, wait_s)
+    def hold(self, name: str, *, wait_s: float, busy: type[AutopilotError] = EndpointBusy) -> Iterator[None]:
+        """Run the block as the only holder of `name`; waits up to `wait_s` for it, then raises `busy`."""
+        lease = self._take(name, wait_s, busy)
         stop = threading.Event()
         renewer = threading.Thread(target=_keep_renewing, args=(lease, name, stop), name=f"lease {name}", daemon=True)
         renewer.start()
@@ -54,14 +63,14 @@ class Leases:
             except AutopilotError as exc:  # it runs out by itself within LEASE_SECONDS
                 logger.warning("lease %s not released: %s", name, exc.message)
 
-    def _take(self, name: str, wait_s: float) -> HeldLease:
+    def _take(self, name: str, wait_s: float, busy: type[AutopilotError]) -> HeldLease:
         deadline = time.monotonic() + wait_s
         while True:
             lease = self._store.try_lease(self._container, LEASES + name, LEASE_SECONDS)
             if lease is not None:
                 return lease
             if time.monotonic() >= deadline:
-                raise EndpointBusy(f"{name} is being changed by another run; waited {wait_s:g} s, will be retried")
+                raise busy(f"{name} is held by another delivery; waited {wait_s:g} s, will be retried")
             time.sleep(RETRY_EVERY_S)
 
 

@@ -160,3 +160,22 @@ def test_a_redelivered_completion_reuses_the_recorded_evaluation(ctx: AppContext
     record = ctx.ledger.get(run.run_id)
     assert record.state == RunState.DEPLOYED
     assert len(engine.invocations) == asked
+
+
+def test_a_delivery_that_finds_the_evaluation_under_way_leaves_it_be(ctx: AppContext, engine: FakeEngine):
+    # given a run deploying while another delivery (here: the test) holds its evaluation lease
+    run = trained_run(ctx, engine, eval_loss=0.8)
+    engine.deployment_states[deployment_of(run)] = "Creating"
+    on_job_event(event_for(run.run_id))
+    engine.deployment_states[deployment_of(run)] = "Succeeded"
+
+    # when the completion (or the sweep) drives it meanwhile
+    with ctx.evaluating(run.run_id):
+        on_job_event(event_for(run.run_id))
+        during = ctx.ledger.get(run.run_id)
+        asked = list(engine.invocations)
+
+    # then it asked nothing and changed nothing; once the lease is free, a delivery completes it
+    assert during.state == RunState.DEPLOYING and asked == []
+    on_job_event(event_for(run.run_id))
+    assert ctx.ledger.get(run.run_id).state == RunState.DEPLOYED

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import orjson
 
+from shared.adapters.leases import EvaluationUnderWay
 from shared.context import AppContext
 from shared.domain.errors import AutopilotError
 from shared.domain.evaluation.decision import refusal_code
@@ -122,6 +123,19 @@ def smoke_test_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
             extra={"run_id": run_id},
         )
         return record
+    try:
+        with ctx.evaluating(run_id):
+            current = ctx.ledger.get(run_id)
+            if current.state != RunState.DEPLOYING:
+                return current  # another delivery finished it while this one waited
+            return _test_evaluate_and_shift(ctx, current)
+    except EvaluationUnderWay:
+        logger.info("run %s: another delivery is evaluating it", run_id, extra={"run_id": run_id})
+        return record
+
+
+def _test_evaluate_and_shift(ctx: AppContext, record: RunRecord) -> RunRecord:
+    run_id = record.run_id
     result = smoke_test(ctx, record)
     if not result.passed and result.answer is None:  # no answer at all: there is nothing to evaluate
         return _smoke_test_failed(ctx, record, result)
