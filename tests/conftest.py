@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,17 +51,21 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server.stop()
 
 
+def settings_for(azurite: Azurite, tmp_path: Path, **changes: Any) -> Settings:
+    """Settings pointing at the session's Azurite, with containers of this test's own, and `changes`."""
+    suffix = uuid.uuid4().hex[:10]
+    defaults: dict[str, Any] = {
+        "datasets_container": f"datasets-{suffix}",
+        "runs_container": f"runs-{suffix}",
+        "local_state_dir": tmp_path / "state",
+        "idle_sweep_schedule": "0 0 0 1 1 *",  # the dev host runs timers: keep the sweep out of unrelated tests
+    }
+    return Settings(storage_connection_string=azurite.connection_string, **{**defaults, **changes})
+
+
 @pytest.fixture
 def settings(azurite: Azurite, tmp_path: Path) -> Settings:
-    """Settings pointing at the session's Azurite, with containers of this test's own."""
-    suffix = uuid.uuid4().hex[:10]
-    return Settings(
-        storage_connection_string=azurite.connection_string,
-        datasets_container=f"datasets-{suffix}",
-        runs_container=f"runs-{suffix}",
-        local_state_dir=tmp_path / "state",
-        idle_sweep_schedule="0 0 0 1 1 *",  # the dev host runs timers: keep the sweep out of unrelated tests
-    )
+    return settings_for(azurite, tmp_path)
 
 
 @pytest.fixture

@@ -3,10 +3,13 @@ fast idle sweep; every endpoint it made is deleted when it stops."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.azurite import Azurite, free_port
 from shared.context import get_context
@@ -35,3 +38,23 @@ def local_dev_host(azurite: Azurite, state_dir: Path, containers: str, **setting
         for endpoint in engine.list_endpoints():
             engine.delete_endpoint(endpoint.name)
         dev.stop()
+
+
+def put_dataset(host: DevHost, name: str, data: bytes) -> None:
+    """Upload to the host's datasets container, as a user would."""
+    service = BlobServiceClient.from_connection_string(host.connection_string)
+    service.get_blob_client(host.settings.datasets_container, name).upload_blob(data, overwrite=True)
+
+
+def run_of(host: DevHost, blob: str, timeout_s: float = 60) -> dict:
+    """The run an upload to the host's datasets container became, once it is recorded."""
+    from tests.e2e.test_lifecycle_e2e import call
+
+    source = f"{host.settings.datasets_container}/{blob}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for run in call(host, "GET", "/api/runs?limit=1000")[1]["runs"]:
+            if source in run["sources"]:
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"no run for {blob} within {timeout_s} s")

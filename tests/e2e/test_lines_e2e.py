@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.azurite import Azurite
 from shared.cli.demo import asked_again
 from shared.context import get_context
 from shared.devhost import DevHost
-from tests.e2e.hosts import local_dev_host
+from tests.e2e.hosts import local_dev_host, put_dataset, run_of
 from tests.e2e.test_lifecycle_e2e import call, wait_for_state
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"
@@ -36,30 +35,14 @@ def host(azurite: Azurite, tmp_path: Path):
         yield dev
 
 
-def put(host: DevHost, name: str, data: bytes) -> None:
-    service = BlobServiceClient.from_connection_string(host.connection_string)
-    service.get_blob_client(DATASETS, name).upload_blob(data, overwrite=True)
-
-
-def run_of(host: DevHost, blob: str, timeout_s: float = 60) -> dict:
-    """The run an upload became, once it is recorded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for run in call(host, "GET", "/api/runs?limit=1000")[1]["runs"]:
-            if f"{DATASETS}/{blob}" in run["sources"]:
-                return run
-        time.sleep(0.3)
-    raise AssertionError(f"no run for {blob} within {timeout_s} s")
-
-
 def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
     # given two lines: support accumulates, legal does not
-    put(host, "support/line.json", json.dumps({"accumulate": True}).encode())
-    put(host, "legal/line.json", json.dumps({"parameters": {"logging_steps": 3}}).encode())
+    put_dataset(host, "support/line.json", json.dumps({"accumulate": True}).encode())
+    put_dataset(host, "legal/line.json", json.dumps({"parameters": {"logging_steps": 3}}).encode())
 
     # when each gets an upload, at the same time
-    put(host, "support/first.jsonl", b"".join(LINES))
-    put(host, "legal/all.jsonl", b"".join(LINES[1:] + LINES[:1]))
+    put_dataset(host, "support/first.jsonl", b"".join(LINES))
+    put_dataset(host, "legal/all.jsonl", b"".join(LINES[1:] + LINES[:1]))
     support = wait_for_state(host, run_of(host, "support/first.jsonl")["run_id"], ENDED, 420)
     legal = wait_for_state(host, run_of(host, "legal/all.jsonl")["run_id"], ENDED, 420)
 
@@ -74,7 +57,7 @@ def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
 
     # when support gets a second upload: 60 conversations it has, and 60 new ones
     second = b"".join(LINES[180:]) + asked_again(LINES[:60])
-    put(host, "support/second.jsonl", second)
+    put_dataset(host, "support/second.jsonl", second)
     first_ids, second_ids = prompt_ids(b"".join(LINES)), prompt_ids(second)
     retrain = wait_for_state(host, run_of(host, "support/second.jsonl")["run_id"], ENDED, 420)
 
@@ -102,11 +85,11 @@ def test_two_lines_side_by_side_with_an_accumulating_retrain(host: DevHost):
 
 def test_an_unusable_line_config_rejects_the_upload_naming_the_key(host: DevHost):
     # given a line whose line.json has a wrong type
-    put(host, "broken/line.json", json.dumps({"accumulate": "yes"}).encode())
+    put_dataset(host, "broken/line.json", json.dumps({"accumulate": "yes"}).encode())
 
     # when a dataset is uploaded to it, and one to a folder that is not a line name
-    put(host, "broken/data.jsonl", b"".join(LINES))
-    put(host, "Not_A_Line/data.jsonl", b"".join(LINES))
+    put_dataset(host, "broken/data.jsonl", b"".join(LINES))
+    put_dataset(host, "Not_A_Line/data.jsonl", b"".join(LINES))
 
     # then both are recorded rejected, with the stable codes and the key
     broken = wait_for_state(host, run_of(host, "broken/data.jsonl")["run_id"], {"rejected"}, 60)
@@ -118,9 +101,9 @@ def test_an_unusable_line_config_rejects_the_upload_naming_the_key(host: DevHost
 
 def test_a_killed_worker_is_retried_and_a_user_error_is_not(host: DevHost):
     # given a line whose training is under way, and a line whose base model does not exist
-    put(host, "flaky/data.jsonl", b"".join(LINES))
-    put(host, "wrong/line.json", json.dumps({"base_model": "/no/such/model"}).encode())
-    put(host, "wrong/data.jsonl", b"".join(LINES))
+    put_dataset(host, "flaky/data.jsonl", b"".join(LINES))
+    put_dataset(host, "wrong/line.json", json.dumps({"base_model": "/no/such/model"}).encode())
+    put_dataset(host, "wrong/data.jsonl", b"".join(LINES))
     flaky = wait_for_state(host, run_of(host, "flaky/data.jsonl")["run_id"], {"running"}, 120)
 
     # when the first training worker is killed

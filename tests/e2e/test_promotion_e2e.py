@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -18,34 +17,16 @@ from shared.devhost import DevHost
 from shared.domain.evaluation.probes import load_probes
 from shared.domain.scoring import answer_text, scoring_request
 from shared.engine.base import ScoringRequest
-from tests.e2e.hosts import local_dev_host
+from tests.e2e.hosts import local_dev_host, put_dataset, run_of
 from tests.e2e.test_lifecycle_e2e import call, wait_for_state
 from tests.e2e.test_lines_e2e import ENDED, LINES
 from tests.unit.test_probes import ANSWERS
-
-DATASETS = "promo-datasets"
 
 
 @pytest.fixture
 def host(azurite: Azurite, tmp_path: Path):
     with local_dev_host(azurite, tmp_path / "state", "promo", idle_minutes=30) as dev:
         yield dev
-
-
-def put(host: DevHost, name: str, data: bytes) -> None:
-    service = BlobServiceClient.from_connection_string(host.connection_string)
-    service.get_blob_client(DATASETS, name).upload_blob(data, overwrite=True)
-
-
-def run_of(host: DevHost, blob: str, timeout_s: float = 60) -> dict:
-    """The run an upload became, once it is recorded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for run in call(host, "GET", "/api/runs?limit=1000")[1]["runs"]:
-            if f"{DATASETS}/{blob}" in run["sources"]:
-                return run
-        time.sleep(0.3)
-    raise AssertionError(f"no run for {blob} within {timeout_s} s")
 
 
 def read(host: DevHost, blob: str) -> bytes:
@@ -85,7 +66,7 @@ def test_a_good_fine_tune_is_promoted_on_evidence_and_a_degenerate_one_is_refuse
     host: DevHost,
 ):
     # given a first upload of the sample to a line with no champion yet
-    put(host, "support/first.jsonl", b"".join(LINES))
+    put_dataset(host, "support/first.jsonl", b"".join(LINES))
     first = wait_for_state(host, run_of(host, "support/first.jsonl")["run_id"], ENDED, 420)
 
     # then it was evaluated against the base model on its held-out conversations and the probes, and promoted
@@ -113,7 +94,7 @@ def test_a_good_fine_tune_is_promoted_on_evidence_and_a_degenerate_one_is_refuse
 
     # when a second upload, schema-valid, answers every question with a repeated phrase
     degenerate = [(question, "Enjoy. " * 24) for question in questions_of_the_sample()]
-    put(host, "support/second.jsonl", rows(degenerate, "enjoy"))
+    put_dataset(host, "support/second.jsonl", rows(degenerate, "enjoy"))
     second = wait_for_state(host, run_of(host, "support/second.jsonl")["run_id"], ENDED, 420)
 
     # then it was trained, registered and deployed at 0%, but its evaluation against the champion refused it
@@ -139,8 +120,8 @@ def test_a_fine_tune_that_answers_everything_with_one_sentence_is_refused_for_fo
     # given a champion that learned the probes' answers besides the sample (so it passes many of them)
     probes = load_probes()
     knows = [(probe.prompt, ANSWERS[probe.id][0]) for probe in probes] * 4
-    put(host, "general/line.json", json.dumps({"parameters": {"num_train_epochs": 8}}).encode())
-    put(host, "general/first.jsonl", b"".join(LINES) + rows(knows, "knows"))
+    put_dataset(host, "general/line.json", json.dumps({"parameters": {"num_train_epochs": 8}}).encode())
+    put_dataset(host, "general/first.jsonl", b"".join(LINES) + rows(knows, "knows"))
     first = wait_for_state(host, run_of(host, "general/first.jsonl")["run_id"], ENDED, 600)
     assert first["state"] == "deployed", (first.get("error"), first["history"][-1])
     champion_rate = first["evaluation"]["challenger"]["probes_passed"] / len(probes)
@@ -148,7 +129,9 @@ def test_a_fine_tune_that_answers_everything_with_one_sentence_is_refused_for_fo
 
     # when the line's next upload answers every question, the probes' too, with one sentence
     one_sentence = [(question, "I can help with that.") for question in questions_of_the_sample()]
-    put(host, "general/second.jsonl", rows(one_sentence + [(p.prompt, "I can help with that.") for p in probes], "one"))
+    put_dataset(
+        host, "general/second.jsonl", rows(one_sentence + [(p.prompt, "I can help with that.") for p in probes], "one")
+    )
     second = wait_for_state(host, run_of(host, "general/second.jsonl")["run_id"], ENDED, 600)
 
     # then its evaluation refused it for forgetting: its probe pass rate fell by more than 10 points

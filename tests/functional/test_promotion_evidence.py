@@ -5,7 +5,6 @@ degeneration checks; a redelivered completion that does not evaluate twice."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from shared.context import AppContext
 from shared.domain.runs import RunState
 from shared.domain.scoring import smoke_test_conversation
 from shared.settings import Settings
+from tests.conftest import settings_for
 from tests.fakes import FakeEngine
 from tests.functional.test_endpoint_races import answers_like_the_sample, deployment_of, variant
 from tests.functional.test_lifecycle import event_for, trained_run
@@ -37,13 +37,9 @@ def standin() -> Iterator[AzureOpenAIStandIn]:
 @pytest.fixture
 def settings(azurite: Azurite, tmp_path: Path, standin: AzureOpenAIStandIn, request: pytest.FixtureRequest) -> Settings:
     """The conftest's settings, with the judge on the stand-in (gating when the test's parameter says so)."""
-    suffix = uuid.uuid4().hex[:10]
-    return Settings(
-        storage_connection_string=azurite.connection_string,
-        datasets_container=f"datasets-{suffix}",
-        runs_container=f"runs-{suffix}",
-        local_state_dir=tmp_path / "state",
-        idle_sweep_schedule="0 0 0 1 1 *",
+    return settings_for(
+        azurite,
+        tmp_path,
         azure_openai_endpoint=standin.endpoint,
         azure_openai_deployment="judge",
         azure_openai_api_key=SecretStr(KEY),

@@ -53,13 +53,6 @@ def champion_is_newer(ctx: AppContext, record: RunRecord, champion: ModelRef) ->
     return found is not None and found.order > record.order
 
 
-def float_tag(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def model_name_for(ctx: AppContext, record: RunRecord) -> str:
     """The run's line's model name: its champion and its endpoint are the line's."""
     return line_model_name(record.line, record.base_model, ctx.settings.finetuned_model_suffix)
