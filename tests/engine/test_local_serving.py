@@ -427,7 +427,7 @@ def test_malformed_score_requests_get_400_and_the_server_keeps_serving(served: E
 BAD_CHAT_BODIES = {
     "no-messages": ({"model": "x"}, "invalid_messages"),
     "empty-messages": ({"messages": []}, "empty_conversation"),
-    "stream": ({"messages": HI, "stream": True}, "stream_not_supported"),
+    "stream-text": ({"messages": HI, "stream": "yes"}, "invalid_request"),
     "tool-role": ({"messages": [{"role": "tool", "content": "x"}]}, "unrecognized_role"),
     "image-part": (
         {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},

@@ -88,8 +88,10 @@ def _live(pid: int) -> psutil.Process | None:
 
 
 def _running(process: psutil.Process) -> bool:
-    """True while `process` runs and is not a zombie (and its PID has not gone to a later process since)."""
-    _reap(process.pid)
+    """True while `process` runs and is not a zombie (and its PID has not gone to a later process since). A child of
+    this process runs until it is reaped: its leader thread shows as a zombie while its other threads still exit."""
+    if process.pid in _children:
+        return not _reap(process.pid)
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:  # ZombieProcess included

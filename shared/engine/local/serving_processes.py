@@ -35,6 +35,7 @@ SUCCEEDED, CREATING, FAILED = "Succeeded", "Creating", "Failed"
 ROUTER_START_TIMEOUT_S = 30.0
 DEPLOYMENT_START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
+CONVERTED_MODELS = "serving-cache"  # under the engine's state folder: models converted for CTranslate2, by content
 
 
 def child_env() -> dict[str, str]:
@@ -136,6 +137,7 @@ class ServingProcesses:
             "--model-dir", str(model_dir),
             "--port", str(port),
             "--name", deployment_name,
+            "--cache-dir", str(self._files.root.parent / CONVERTED_MODELS),
         ]  # fmt: skip
         if tokenizer_dir is not None:
             command += ["--tokenizer-dir", str(Path(tokenizer_dir).resolve())]

@@ -1,47 +1,63 @@
 """One deployment of a local endpoint: a Hugging Face chat model behind a loopback HTTP API that only the router calls.
 
     python -m shared.engine.local.serving.deployment_server --model-dir DIR [--tokenizer-dir DIR] --port P --name NAME
-        [--threads N] [--max-new-tokens-cap N] [--max-batch N]
+        [--threads N] [--backend auto|ctranslate2|transformers] [--cache-dir DIR] [--max-batch N]
+        [--max-queue N] [--batch-wait-ms MS] [--max-new-tokens-cap N]
 
 The port is bound first, then the model loads in the background: `GET /health` answers 503 {"error": {"code":
 "loading"}} until it is ready, then 200. A model that fails to load ends the process with exit code 1 (the log says
 why); a port already in use ends it with exit code 3.
 
-    GET  /health    {"status": "ready", "name", "parameters", "device"}
-    POST /generate  {"conversations": [[{"role", "content"}, ...], ...], "parameters": {...}}
+    GET  /health    {"status": "ready", "name", "parameters", "device", "backend", "queued", "running", "max_batch",
+                     "max_queue", "batches", "decoded"} (conversations waiting, decoding; decoded, in how many batches)
+    POST /generate  {"conversations": [[{"role", "content"}, ...], ...], "parameters": {...}, "deadline_s": 300,
+                     "stream": false}
                  -> {"outputs": ["...", ...], "details": [{"finish_reason", "prompt_tokens", "completion_tokens"}],
                      "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "generate_s"}}
+                    with "stream": true, NDJSON instead, one object per line: {"index", "text"} as text is generated,
+                    {"index", "finish_reason", "prompt_tokens", "completion_tokens"} as each answer ends, then
+                    {"usage": {...}}, or {"error": {"code", "message"}} if generation fails after the answer began.
 
-The chat template is applied with add_generation_prompt=True; generation runs under torch.inference_mode() and one
-lock (one request at a time: others queue). The conversations of one request are left-padded and decoded together,
-one `generate` call per chunk of at most --max-batch of them (16 by default; batching.py). Padding moves the logits
-in their last float bits only (about 5e-7 on the tiny model), so a greedy answer is the one the conversation gets
-alone unless two tokens tie that closely; sampled answers of one request share one random stream (a seed is set once
-per request). Parameters are whitelisted (protocol.normalize_parameters); greedy when do_sample is false or the
+Conversations from concurrent requests are decoded together (scheduler.py: dynamic batching, at most --max-batch per
+batch, a queue of at most --max-queue conversations: 429 `queue_full` beyond it). A request past its deadline gets 503
+`deadline_exceeded`; a client that hangs up frees its conversations' places. The backend (backends.py) is CTranslate2
+in float32 when the model converts (`auto`, the default), else transformers' `generate`. Padding and batching move
+the logits in their last float bits only, so a greedy answer is the one the conversation gets alone unless two tokens
+tie that closely. Parameters are whitelisted (protocol.normalize_parameters); greedy when do_sample is false or the
 temperature is 0; max_new_tokens is capped (--max-new-tokens-cap, 1024 by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
+import struct
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from shared.engine.local.serving.batching import DEFAULT_MAX_BATCH, chunks, completion, finish_reason, left_pad
-from shared.engine.local.serving.jsonhttp import (
-    EXIT_PORT_IN_USE,
-    JsonHandler,
-    JsonServer,
-    bind,
-    serve,
-    start_server_process,
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from shared.engine.local.serving import asgi
+from shared.engine.local.serving.backends import (
+    AUTO,
+    CTRANSLATE2,
+    TRANSFORMERS,
+    Ctranslate2Backend,
+    TransformersBackend,
 )
+from shared.engine.local.serving.batching import DEFAULT_MAX_BATCH
+from shared.engine.local.serving.conversion import converted
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
     RequestError,
@@ -49,18 +65,23 @@ from shared.engine.local.serving.protocol import (
     parse_generate,
     truncate_at_stop,
 )
+from shared.engine.local.serving.scheduler import DEADLINE, FAILED, LENGTH, QueueFull, Scheduler
+from shared.engine.local.serving.scheduler import Request as Submission
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding
 
 MODULE = "shared.engine.local.serving.deployment_server"
 MAX_NEW_TOKENS_CAP = 1024
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CONVERSATIONS = 64
+DEFAULT_MAX_QUEUE = 256
+DEFAULT_BATCH_WAIT_MS = 10
+DEFAULT_DEADLINE_S = 300.0
 EXIT_LOAD_FAILED = 1
 
 logger = logging.getLogger(MODULE)
-
-if TYPE_CHECKING:
-    from transformers import BatchEncoding
 
 
 class OutputDetail(TypedDict):
@@ -69,8 +90,37 @@ class OutputDetail(TypedDict):
     completion_tokens: int
 
 
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ids(value: Any) -> set[int]:
+    items = value if isinstance(value, list) else [value]
+    return {item for item in items if isinstance(item, int)}
+
+
+def count_parameters(model_dir: Path) -> int:
+    """The parameters in the folder's safetensors files, from their headers (no weights read, no torch)."""
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dimension in tensor["shape"]:
+                    count *= dimension
+                total += count
+    return total
+
+
 class ChatModel:
-    """A causal LM and its tokenizer, loaded once; `generate` is serialized by a lock."""
+    """A chat model's tokenizer, its backend and the scheduler that batches for it."""
 
     def __init__(
         self,
@@ -80,101 +130,126 @@ class ChatModel:
         threads: int,
         max_new_tokens_cap: int,
         max_batch: int = DEFAULT_MAX_BATCH,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_MS / 1000,
+        backend: str = AUTO,
+        cache_dir: Path | None = None,
     ) -> None:
-        import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        torch.set_num_threads(threads)
-        self._torch = torch
-        self._lock = threading.Lock()
         self.max_new_tokens_cap = max_new_tokens_cap
-        self.max_batch = max(1, max_batch)
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
         if not getattr(self.tokenizer, "chat_template", None):
             raise RuntimeError(f"the tokenizer in {tokenizer_dir or model_dir} has no chat template")
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-        self.model.eval()
-        config = self.model.config
-        limits = [getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        config = _json_file(model_dir / "config.json")
+        generation = _json_file(model_dir / "generation_config.json")
+        limits = [config.get("max_position_embeddings"), getattr(self.tokenizer, "model_max_length", None)]
         self.context_length = min((n for n in limits if isinstance(n, int) and 0 < n < 10**7), default=None)
-        generation = self.model.generation_config
-        eos = generation.eos_token_id if generation.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        # what generate stops a row on (the generation config's eos, not the tokenizer's): the padding follows it
-        stops = generation.eos_token_id
-        self.stop_ids = set(stops if isinstance(stops, list) else [stops] if stops is not None else [])
-        pad = generation.pad_token_id if generation.pad_token_id is not None else self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else next(iter(self.eos_ids), None)
-        self.parameters = self.model.num_parameters()
+        # what generation stops on: the generation config's eos (as transformers' generate), else the model's
+        self.eos_ids = _ids(generation.get("eos_token_id", config.get("eos_token_id")))
+        if not self.eos_ids and self.tokenizer.eos_token_id is not None:
+            self.eos_ids = {self.tokenizer.eos_token_id}
+        pad = generation.get("pad_token_id", config.get("pad_token_id", self.tokenizer.pad_token_id))
+        self.pad_id = pad if isinstance(pad, int) else next(iter(sorted(self.eos_ids)), None)
+        self.parameters = count_parameters(model_dir)
+        self.backend = self._backend(model_dir, backend, threads, cache_dir)
+        self.scheduler = Scheduler(
+            self.backend,
+            decode=lambda ids: cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True)),
+            eos_ids=self.eos_ids,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            batch_wait_s=batch_wait_s,
+        )
 
-    def generate(self, request: GenerationRequest) -> dict[str, Any]:
+    def _backend(
+        self, model_dir: Path, kind: str, threads: int, cache_dir: Path | None
+    ) -> Ctranslate2Backend | TransformersBackend:
+        if kind in (AUTO, CTRANSLATE2):
+            try:
+                folder = converted(model_dir, cache_dir or Path(tempfile.gettempdir()) / "ft-autopilot-ctranslate2")
+                return Ctranslate2Backend(
+                    folder,
+                    threads=threads,
+                    tokens=lambda ids: list(self.tokenizer.convert_ids_to_tokens(ids)),
+                    end_ids=self.eos_ids,
+                )
+            except Exception as exc:
+                if kind == CTRANSLATE2:
+                    raise
+                logger.warning("serving %s with transformers: %s", model_dir, exc)
+        return TransformersBackend(model_dir, threads=threads, pad_id=self.pad_id)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, deadline_s: float) -> tuple[Submission, list[int], int]:
+        """The request's conversations queued for decoding: the submission, each prompt's length, max_new_tokens.
+        RequestError for a prompt too long or rejected by the template, 429 when the queue is full."""
         kwargs = generate_kwargs(
             request.parameters,
             max_new_tokens_cap=self.max_new_tokens_cap,
             default_max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
         )
-        if self.pad_id is not None:
-            kwargs["pad_token_id"] = self.pad_id
         max_new_tokens = kwargs["max_new_tokens"]
-        prompts = [self._encode(conversation, max_new_tokens) for conversation in request.conversations]
-        stop = request.parameters.get("stop")
+        prompts = [self.encode(conversation, max_new_tokens) for conversation in request.conversations]
+        seed = request.parameters.get("seed") if kwargs.get("do_sample") else None
+        try:
+            submission = self.scheduler.submit(
+                prompts,
+                kwargs,
+                seed=seed,
+                stop=request.parameters.get("stop"),
+                deadline=time.monotonic() + deadline_s,
+            )
+        except QueueFull as exc:
+            raise RequestError("queue_full", f"the deployment is at capacity: {exc}; retry later", 429) from None
+        return submission, [len(prompt) for prompt in prompts], max_new_tokens
+
+    def answer(self, submission: Submission, prompt_tokens: list[int], stop: list[str] | None) -> dict[str, Any]:
+        """The finished submission's answers, as the non-streaming /generate returns them."""
         outputs: list[str] = []
         details: list[OutputDetail] = []
-        started = time.monotonic()
-        with self._lock, self._torch.inference_mode():
-            if "seed" in request.parameters:
-                self._torch.manual_seed(request.parameters["seed"])
-            for chunk in chunks(prompts, self.max_batch):
-                for prompt_tokens, generated in zip(
-                    (len(prompt) for prompt in chunk), self._generate_batch(chunk, kwargs), strict=True
-                ):
-                    # one sequence decodes to one str: the library types decode str | list[str], with no overloads
-                    decoded = cast(str, self.tokenizer.decode(generated, skip_special_tokens=True))
-                    text, stopped = truncate_at_stop(decoded, stop)
-                    finish = finish_reason(
-                        generated, eos_ids=self.eos_ids, stopped=stopped, max_new_tokens=max_new_tokens
-                    )
-                    outputs.append(text)
-                    details.append(
-                        {"finish_reason": finish, "prompt_tokens": prompt_tokens, "completion_tokens": len(generated)}
-                    )
-        prompt_total = sum(d["prompt_tokens"] for d in details)
-        completion_total = sum(d["completion_tokens"] for d in details)
-        usage = {
-            "prompt_tokens": prompt_total,
-            "completion_tokens": completion_total,
-            "total_tokens": prompt_total + completion_total,
-            "generate_s": round(time.monotonic() - started, 4),
-        }
-        return {"outputs": outputs, "details": details, "usage": usage}
-
-    def _generate_batch(self, prompts: Sequence[list[int]], kwargs: dict[str, Any]) -> list[list[int]]:
-        """One `generate` call for the prompts, left-padded (any id pads when the model has none: it is masked);
-        each row's completion, its trailing padding cut."""
-        batch = left_pad(prompts, self.pad_id if self.pad_id is not None else 0)
-        input_ids = self._torch.tensor(batch.input_ids, dtype=self._torch.long)
-        attention_mask = self._torch.tensor(batch.attention_mask, dtype=self._torch.long)
-        # the ignore: transformers types generate's self as a Protocol that mypy finds PreTrainedModel misses
-        sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # type: ignore[misc]
-        rows = sequences[:, input_ids.shape[1] :].tolist()
-        return [completion(row, self.stop_ids) for row in rows]
-
-    def _encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> list[int]:
-        try:
-            # return_dict without return_tensors gives a BatchEncoding of one list of ids; the library types every
-            # combination's result as one union
-            encoded = cast(
-                "BatchEncoding[list[int]]",
-                self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True),
+        for conversation, prompt_length in zip(submission.conversations, prompt_tokens, strict=True):
+            # the whole completion decoded at once: the very text one `generate` call would have given
+            decoded = cast(str, self.tokenizer.decode(conversation.tokens, skip_special_tokens=True))
+            outputs.append(truncate_at_stop(decoded, stop)[0])
+            finish = "length" if conversation.outcome == LENGTH else "stop"
+            details.append(
+                {"finish_reason": finish, "prompt_tokens": prompt_length, "completion_tokens": len(conversation.tokens)}
             )
+        return {"outputs": outputs, "details": details, "usage": usage(details, submission)}
+
+    def generate(self, request: GenerationRequest, deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
+        """One request answered in this thread (for tests and benchmarks that load the model in-process)."""
+
+        async def run() -> dict[str, Any]:
+            submission, prompt_tokens, _ = self.submit(request, deadline_s)
+            await finished(submission)
+            problem = failure(submission)
+            if problem is not None:
+                raise problem
+            return self.answer(submission, prompt_tokens, request.parameters.get("stop"))
+
+        return asyncio.run(run())
+
+    def _encode_chat(self, conversation: list[dict[str, str]]) -> list[int]:
+        # return_dict without return_tensors gives a BatchEncoding of one list of ids; the library types every
+        # combination's result as one union
+        encoded = cast(
+            "BatchEncoding[list[int]]",
+            self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True),
+        )
+        return list(encoded["input_ids"])
+
+    def encode(self, conversation: list[dict[str, str]], max_new_tokens: int) -> list[int]:
+        try:
+            ids = self._encode_chat(conversation)
         except Exception as exc:  # the template may reject a conversation (e.g. roles out of order)
             raise RequestError(
                 "chat_template_error", f"the model's chat template rejected the messages: {exc}"
             ) from None
-        ids = list(encoded["input_ids"])
         if self.context_length is not None and len(ids) + max_new_tokens > self.context_length:
             raise RequestError(
                 "prompt_too_long",
@@ -184,8 +259,36 @@ class ChatModel:
         return ids
 
 
+def usage(details: list[OutputDetail], submission: Submission) -> dict[str, Any]:
+    prompt_total = sum(d["prompt_tokens"] for d in details)
+    completion_total = sum(d["completion_tokens"] for d in details)
+    return {
+        "prompt_tokens": prompt_total,
+        "completion_tokens": completion_total,
+        "total_tokens": prompt_total + completion_total,
+        "generate_s": round(time.monotonic() - submission.created, 4),
+    }
+
+
+async def finished(submission: Submission) -> None:
+    """Until every conversation of the submission has ended (its text events are left unread)."""
+    remaining = len(submission.conversations)
+    while remaining:
+        kind, _, _ = await submission.events.get()
+        remaining -= kind == "end"
+
+
+def failure(submission: Submission) -> RequestError | None:
+    outcomes = {conversation.outcome for conversation in submission.conversations}
+    if DEADLINE in outcomes:
+        return RequestError("deadline_exceeded", "the request outlived its deadline before it was answered", 503)
+    if FAILED in outcomes:
+        return RequestError("generation_failed", "the model failed to generate; see the deployment's log", 500)
+    return None
+
+
 class Deployment:
-    """What the handler serves: loading -> ready (a ChatModel) | failed."""
+    """What the app serves: loading -> ready (a ChatModel) | failed."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -193,56 +296,102 @@ class Deployment:
         self.error: str | None = None
 
 
-class DeploymentHandler(JsonHandler):
-    logger = logger
-    server: DeploymentHttpServer
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/health":
-            self.send_error_json(404, "not_found", f"no route {self.path.split('?', 1)[0]}")
-            return
-        deployment = self.server.deployment
-        if deployment.model is None:
-            self.send_error_json(503, "loading", f"deployment {deployment.name} is loading its model")
-            return
-        self.send_json(
+def build_app(deployment: Deployment) -> Any:
+    async def health(request: Request) -> Response:
+        model = deployment.model
+        if model is None:
+            return asgi.error_response(503, "loading", f"deployment {deployment.name} is loading its model")
+        return asgi.json_response(
             200,
-            {"status": "ready", "name": deployment.name, "parameters": deployment.model.parameters, "device": "cpu"},
+            {
+                "status": "ready",
+                "name": deployment.name,
+                "parameters": model.parameters,
+                "device": "cpu",
+                "backend": model.backend.name,
+                "queued": model.scheduler.queued,
+                "running": model.scheduler.running,
+                "max_batch": model.scheduler.max_batch,
+                "max_queue": model.scheduler.max_queue,
+                "batches": model.scheduler.batches,
+                "decoded": model.scheduler.decoded,
+            },
         )
 
-    def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] != "/generate":
-            self.send_error_json(404, "not_found", f"no route {self.path.split('?', 1)[0]}")
-            return
-        deployment = self.server.deployment
+    async def generate(request: Request) -> Response:
         try:
-            body = self.read_json(MAX_BODY_BYTES)
-            if deployment.model is None:
+            body = await asgi.read_json(request, MAX_BODY_BYTES)
+            model = deployment.model
+            if model is None:
                 raise RequestError("deployment_not_ready", f"deployment {deployment.name} is still loading", 503)
-            request = parse_generate(body, max_conversations=MAX_CONVERSATIONS)
-            result = deployment.model.generate(request)
+            parsed = parse_generate(body, max_conversations=MAX_CONVERSATIONS)
+            deadline_s = body.get("deadline_s", DEFAULT_DEADLINE_S)
+            if not isinstance(deadline_s, int | float) or isinstance(deadline_s, bool) or deadline_s <= 0:
+                raise RequestError("invalid_request", "'deadline_s' must be a positive number of seconds")
+            submission, prompt_tokens, _ = model.submit(parsed, float(deadline_s))
         except RequestError as exc:
-            self.send_error_json(exc.status, exc.code, exc.message)
-            return
-        except ConnectionError:
-            self.close_connection = True
-            return
-        except Exception:
-            logger.exception("generation failed")
-            self.send_error_json(500, "generation_failed", "the model failed to generate; see the deployment's log")
-            return
-        self._note = f"{len(result['outputs'])} outputs, {result['usage']['completion_tokens']} tokens"
-        self.send_json(200, result)
+            return asgi.refusal(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        stop = parsed.parameters.get("stop")
+        if body.get("stream") is True:
+            return StreamingResponse(_stream(model, submission, prompt_tokens), media_type="application/x-ndjson")
+        try:
+            await asgi.unless_disconnected(request, asyncio.ensure_future(finished(submission)))
+        except ClientDisconnect:
+            model.scheduler.cancel(submission)
+            return Response(status_code=499)
+        problem = failure(submission)
+        if problem is not None:
+            return asgi.refusal(problem)
+        answer = model.answer(submission, prompt_tokens, stop)
+        asgi.note(request, f"{len(answer['outputs'])} outputs, {answer['usage']['completion_tokens']} tokens")
+        return asgi.json_response(200, answer)
+
+    async def _stream(model: ChatModel, submission: Submission, prompt_tokens: list[int]) -> AsyncIterator[bytes]:
+        details: list[OutputDetail | None] = [None] * len(submission.conversations)
+        try:
+            remaining = len(details)
+            while remaining:
+                kind, index, value = await submission.events.get()
+                if kind == "text":
+                    yield _line({"index": index, "text": value})
+                    continue
+                remaining -= 1
+                conversation = submission.conversations[index]
+                finish = "length" if value == LENGTH else "stop"
+                detail: OutputDetail = {
+                    "finish_reason": finish,
+                    "prompt_tokens": prompt_tokens[index],
+                    "completion_tokens": len(conversation.tokens),
+                }
+                details[index] = detail
+                if failure(submission) is None:
+                    yield _line({"index": index, **detail})
+            problem = failure(submission)
+            if problem is not None:
+                yield _line({"error": {"code": problem.code, "message": problem.message}})
+                return
+            yield _line({"usage": usage([d for d in details if d is not None], submission)})
+        finally:
+            model.scheduler.cancel(submission)  # a no-op once every conversation ended
+
+    async def other(request: Request) -> Response:
+        return asgi.route_error(request.url.path, request.method, {"/health": ("GET",), "/generate": ("POST",)})
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/generate", generate, methods=["POST"]),
+        Route("/{path:path}", other, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+    return asgi.RequestLog(Starlette(routes=routes), logger)
 
 
-class DeploymentHttpServer(JsonServer):
-    def __init__(self, port: int, deployment: Deployment) -> None:
-        self.deployment = deployment
-        super().__init__(("127.0.0.1", port), DeploymentHandler)
+def _line(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def _load(server: DeploymentHttpServer, args: argparse.Namespace) -> None:
-    deployment = server.deployment
+def _load(deployment: Deployment, args: argparse.Namespace, stop: threading.Event) -> None:
     started = time.monotonic()
     try:
         deployment.model = ChatModel(
@@ -251,16 +400,21 @@ def _load(server: DeploymentHttpServer, args: argparse.Namespace) -> None:
             threads=args.threads,
             max_new_tokens_cap=args.max_new_tokens_cap,
             max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            batch_wait_s=args.batch_wait_ms / 1000,
+            backend=args.backend,
+            cache_dir=args.cache_dir,
         )
     except Exception as exc:
         deployment.error = f"{type(exc).__name__}: {exc}"
         logger.exception("could not load the model from %s", args.model_dir)
-        server.shutdown()
+        stop.set()
         return
     logger.info(
-        "deployment %s ready: %d parameters, %d threads, loaded in %.1f s",
+        "deployment %s ready: %d parameters, %s backend, %d threads, loaded in %.1f s",
         deployment.name,
         deployment.model.parameters,
+        deployment.model.backend.name,
         args.threads,
         time.monotonic() - started,
     )
@@ -279,27 +433,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--backend", choices=(AUTO, CTRANSLATE2, TRANSFORMERS), default=AUTO)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where converted models are kept")
     parser.add_argument("--max-new-tokens-cap", type=int, default=MAX_NEW_TOKENS_CAP)
-    parser.add_argument(
-        "--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="conversations decoded together, at most"
-    )
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="conversations decoded together")
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="conversations waiting, at most")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS, help="to gather a batch")
     args = parser.parse_args(argv)
     args.threads = max(1, args.threads)
 
-    start_server_process()
-    # before torch is imported: the OpenMP/MKL pools read these once
+    asgi.start_server_process()
+    # before torch or CTranslate2 load: the OpenMP/MKL pools read these once
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     deployment = Deployment(args.name)
-    server = bind(lambda: DeploymentHttpServer(args.port, deployment), args.port, logger)
-    if server is None:
-        return EXIT_PORT_IN_USE
+    sock = asgi.bind(args.port, logger)
+    if sock is None:
+        return asgi.EXIT_PORT_IN_USE
     logger.info("deployment %s listening on 127.0.0.1:%d, loading %s", args.name, args.port, args.model_dir)
-    threading.Thread(target=_load, args=(server, args), name="load-model", daemon=True).start()
-    if serve(server, logger, f"deployment {args.name}"):
-        return 0
+    load_failed = threading.Event()
+
+    def watch(server: Any) -> None:
+        def stop_when_failed() -> None:
+            load_failed.wait()
+            server.should_exit = True
+
+        threading.Thread(target=stop_when_failed, name="load-watch", daemon=True).start()
+
+    threading.Thread(target=_load, args=(deployment, args, load_failed), name="load-model", daemon=True).start()
+    asgi.serve(build_app(deployment), sock, on_server=watch)
     return EXIT_LOAD_FAILED if deployment.error else 0
 
 

@@ -43,6 +43,8 @@ class GenerationRequest:
     single: bool = False  # /score with a flat list of messages: answer with one string, not a list
     model: str | None = None  # OpenAI `model`: a deployment name when one has it
     choices: int = 1  # OpenAI `n`: conversations holds the conversation `choices` times
+    stream: bool = False  # OpenAI `stream`: answer with server-sent events
+    stream_usage: bool = False  # OpenAI `stream_options.include_usage`: a last chunk with the usage
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -186,11 +188,15 @@ def parse_score_request(body: Any, *, max_conversations: int) -> GenerationReque
 
 
 def parse_chat_completion(body: Any) -> GenerationRequest:
-    """An OpenAI chat completion request (non-streaming). Sampling follows OpenAI: temperature 1 unless given."""
+    """An OpenAI chat completion request. Sampling follows OpenAI: temperature 1 unless given."""
     if not isinstance(body, Mapping):
         raise RequestError("invalid_request", "the body must be a JSON object with 'messages'")
-    if body.get("stream"):
-        raise RequestError("stream_not_supported", "streaming is not supported by this endpoint; set stream=false")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("invalid_request", "'stream' must be true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise RequestError("invalid_request", "'stream_options' must be an object")
     conversation = parse_conversation(body.get("messages"), "messages")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -206,7 +212,14 @@ def parse_chat_completion(body: Any) -> GenerationRequest:
     }
     parameters = normalize_parameters(raw)
     parameters["do_sample"] = parameters.get("temperature", 1.0) > 0
-    return GenerationRequest([conversation] * n, parameters, model=model, choices=n)
+    return GenerationRequest(
+        [conversation] * n,
+        parameters,
+        model=model,
+        choices=n,
+        stream=bool(stream),
+        stream_usage=bool(stream and options and options.get("include_usage")),
+    )
 
 
 def parse_generate(body: Any, *, max_conversations: int) -> GenerationRequest:

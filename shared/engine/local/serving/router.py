@@ -5,7 +5,8 @@
 It reads DIR/endpoint.json (its port, deployments {name: {port, pid, ...}}, traffic {name: percent}, limits) and
 DIR/keys.json ({primary, secondary}), both re-read whenever they change on disk, so traffic shifts and key changes need
 no restart. It writes DIR/stats.json (request_count, last_request_at, per_deployment, per_status) atomically after
-every authenticated scoring request, before answering it. It never logs keys, headers or bodies.
+every authenticated scoring request, before answering it (a stream: before its first event). It never logs keys,
+headers or bodies. Starlette under uvicorn (asgi.py); the deployments are called with httpx (upstream.py).
 
 Routes (JSON in and out; errors are {"error": {"code", "message"}}):
     GET  /                      liveness, no key needed
@@ -15,40 +16,41 @@ Routes (JSON in and out; errors are {"error": {"code", "message"}}):
                                 and beside it "details": [{"finish_reason": "stop" | "length", "completion_tokens"}],
                                 one per answer (a list of one for a single string). An additive key: Azure ML clients
                                 ignore it; it tells an answer that ran out of tokens ("length") from one that stopped
-    POST /v1/chat/completions   OpenAI-compatible, non-streaming (`model` pins a deployment when one has that name)
+    POST /v1/chat/completions   OpenAI-compatible (`model` pins a deployment when one has that name); with
+                                `stream: true`, server-sent `chat.completion.chunk` events ending with `data: [DONE]`
     GET  /v1/models             the deployments, OpenAI-style
 Scoring routes need `Authorization: Bearer <primary or secondary key>` (else 401). The header
 `azureml-model-deployment: <name>` pins a deployment (404 when there is none); otherwise one is drawn by the traffic
 weights (503 when every weight is 0). Answers carry `azureml-model-deployment` and `x-request-id` headers.
 Other statuses: 400 malformed request, 411 no Content-Length, 413 body over limits.max_body_bytes (not read),
-429 too many requests in flight for a deployment, 502 the deployment failed or is down, 504 it timed out.
+429 with Retry-After when a deployment has limits.max_concurrent_requests in flight or its queue is full,
+503 `deadline_exceeded` when a request is not answered within limits.request_timeout_s, 502 the deployment failed
+or is down, 504 it hung past its deadline. A client that hangs up cancels its request at the deployment.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hmac
-import http.client
-import json
 import logging
 import os
 import random
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from shared.engine.local.serving.jsonhttp import (
-    EXIT_PORT_IN_USE,
-    JsonHandler,
-    JsonServer,
-    bind,
-    serve,
-    start_server_process,
-)
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from shared.engine.local.serving import asgi
+from shared.engine.local.serving.openai_shapes import DONE, ChunkWriter, chat_completion, error_event
 from shared.engine.local.serving.protocol import (
     GenerationRequest,
     RequestError,
@@ -56,6 +58,7 @@ from shared.engine.local.serving.protocol import (
     parse_score_request,
 )
 from shared.engine.local.serving.router_files import Stats, WatchedJson
+from shared.engine.local.serving.upstream import Deployments, Target, UpstreamError
 
 MODULE = "shared.engine.local.serving.router"
 ENDPOINT_FILE = "endpoint.json"
@@ -73,26 +76,14 @@ EXIT_BAD_CONFIG = 2
 logger = logging.getLogger(MODULE)
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str
-    port: int
-
-
-class UpstreamError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 class Router:
     def __init__(self, endpoint_dir: Path) -> None:
         self.dir = endpoint_dir
         self._config = WatchedJson(endpoint_dir / ENDPOINT_FILE)
         self._keys = WatchedJson(endpoint_dir / KEYS_FILE)
         self.stats = Stats(endpoint_dir / STATS_FILE)
-        self._in_flight: dict[str, int] = {}
-        self._in_flight_lock = threading.Lock()
+        self.deployments_client = Deployments()
+        self._in_flight: dict[str, int] = {}  # per deployment; only the event loop's thread touches it
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -108,6 +99,9 @@ class Router:
         limits = self.config().get("limits") or {}
         value = limits.get(name, DEFAULT_LIMITS[name])
         return value if isinstance(value, int) and value > 0 else DEFAULT_LIMITS[name]
+
+    def deadline_s(self) -> float:
+        return float(self.limit("request_timeout_s"))
 
     def deployments(self) -> dict[str, dict[str, Any]]:
         deployments = self.config().get("deployments") or {}
@@ -167,206 +161,189 @@ class Router:
             raise UpstreamError(502, "deployment_unavailable", f"deployment {name} has no port recorded")
         return Target(name, port)
 
-    def generate(self, target: Target, request: GenerationRequest) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def slot(self, target: Target) -> Any:
+        """A place among the deployment's requests in flight; 429 when they are all taken."""
         limit = self.limit("max_concurrent_requests")
-        with self._in_flight_lock:
-            if self._in_flight.get(target.name, 0) >= limit:
-                raise RequestError(
-                    "too_many_requests", f"deployment {target.name} already has {limit} requests in flight", 429
-                )
-            self._in_flight[target.name] = self._in_flight.get(target.name, 0) + 1
+        if self._in_flight.get(target.name, 0) >= limit:
+            raise RequestError(
+                "too_many_requests", f"deployment {target.name} already has {limit} requests in flight", 429
+            )
+        self._in_flight[target.name] = self._in_flight.get(target.name, 0) + 1
         try:
-            return self._post(target, {"conversations": request.conversations, "parameters": request.parameters})
+            yield
         finally:
-            with self._in_flight_lock:
-                self._in_flight[target.name] -= 1
+            self._in_flight[target.name] -= 1
 
-    def _post(self, target: Target, payload: dict[str, Any]) -> dict[str, Any]:
-        timeout = self.limit("request_timeout_s")
-        connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=timeout)
+
+Handler = Callable[[Router, Request, Any], Awaitable[tuple[Response, str]]]
+ROUTES = {"/": ("GET",), "/v1/models": ("GET",), "/score": ("POST",), "/v1/chat/completions": ("POST",)}
+
+
+def _unauthorized() -> JSONResponse:
+    return asgi.error_response(
+        401,
+        "unauthorized",
+        "a valid key is required: Authorization: Bearer <endpoint key>",
+        {"WWW-Authenticate": 'Bearer realm="endpoint"'},
+    )
+
+
+def _pick(router: Router, request: Request, model: str | None = None) -> Target:
+    pinned = request.headers.get(DEPLOYMENT_HEADER)
+    return router.choose(pinned.strip() if pinned is not None else None, model)
+
+
+async def _answer(router: Router, request: Request, target: Target, parsed: GenerationRequest) -> dict[str, Any]:
+    """The deployment's answer; ClientDisconnect (the call canceled, so the deployment stops) if the client leaves."""
+    with router.slot(target):
+        call = asyncio.ensure_future(router.deployments_client.generate(target, parsed, router.deadline_s()))
+        answer: dict[str, Any] = await asgi.unless_disconnected(request, call)
+        return answer
+
+
+async def _score(router: Router, request: Request, body: Any) -> tuple[Response, str]:
+    parsed = parse_score_request(body, max_conversations=router.limit("max_conversations"))
+    target = _pick(router, request)
+    answer = await _answer(router, request, target, parsed)
+    outputs = answer["outputs"]
+    # the deployment reports one detail per output (deployment_server.OutputDetail); /score passes on two fields
+    details = [
+        {"finish_reason": detail["finish_reason"], "completion_tokens": detail["completion_tokens"]}
+        for detail in answer["details"]
+    ]
+    return asgi.json_response(
+        200, {"output": outputs[0] if parsed.single else outputs, "details": details}
+    ), target.name
+
+
+async def _chat_completion(router: Router, request: Request, body: Any) -> tuple[Response, str]:
+    parsed = parse_chat_completion(body)
+    target = _pick(router, request, parsed.model)
+    if parsed.stream:
+        return await _stream_chat_completion(router, target, parsed), target.name
+    answer = await _answer(router, request, target, parsed)
+    details = answer.get("details") or [{} for _ in answer["outputs"]]
+    return asgi.json_response(200, chat_completion(target.name, answer["outputs"], details)), target.name
+
+
+async def _stream_chat_completion(router: Router, target: Target, parsed: GenerationRequest) -> Response:
+    """Server-sent events, once the deployment accepted the request (its refusal is answered as JSON). A client that
+    hangs up cancels the generator (starlette), which closes the deployment's stream, which cancels its decoding."""
+    slot = router.slot(target)
+    slot.__enter__()
+    opened = router.deployments_client.stream(target, parsed, router.deadline_s())
+    try:
+        events = await opened.__aenter__()
+    except BaseException:
+        slot.__exit__(None, None, None)
+        raise
+
+    async def sse() -> AsyncIterator[bytes]:
+        writer = ChunkWriter(target.name)
+        details: list[dict[str, Any]] = []
         try:
-            body = json.dumps(payload).encode("utf-8")
-            connection.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            raw = response.read()
-        except TimeoutError:
-            raise UpstreamError(
-                504, "deployment_timeout", f"deployment {target.name} did not answer within {timeout} s"
-            ) from None
-        except OSError as exc:
-            raise UpstreamError(
-                502, "deployment_unavailable", f"deployment {target.name} is not answering ({exc.strerror or exc})"
-            ) from None
+            async for event in events:
+                if "text" in event:
+                    yield writer.text(int(event["index"]), str(event["text"]))
+                elif "finish_reason" in event:
+                    details.append(event)
+                    yield writer.finish(int(event["index"]), str(event["finish_reason"]))
+                elif "error" in event:
+                    error = event["error"] if isinstance(event["error"], dict) else {}
+                    yield error_event(str(error.get("code", "deployment_error")), str(error.get("message", "")))
+                    return
+            if parsed.stream_usage:
+                yield writer.usage(sorted(details, key=lambda d: int(d["index"])))
+            yield DONE
+        except (RequestError, UpstreamError) as exc:
+            yield error_event(exc.code, exc.message)
         finally:
-            connection.close()
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = None
-        if response.status == 200 and isinstance(answer, dict) and isinstance(answer.get("outputs"), list):
-            return answer
-        error = answer.get("error") if isinstance(answer, dict) else None
-        code = error.get("code", "deployment_error") if isinstance(error, dict) else "deployment_error"
-        message = error.get("message", "") if isinstance(error, dict) else ""
-        if 400 <= response.status < 500 or response.status == 503:
-            raise RequestError(code, message or f"deployment {target.name} refused the request", response.status)
-        raise UpstreamError(
-            502, "deployment_error", f"deployment {target.name} failed (HTTP {response.status}): {message}".rstrip()
-        )
+            with contextlib.suppress(Exception):
+                await opened.__aexit__(None, None, None)
+            slot.__exit__(None, None, None)
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-class RouterHandler(JsonHandler):
-    logger = logger
-    server: RouterServer
+def build_app(router: Router) -> Any:
+    async def liveness(request: Request) -> Response:
+        return asgi.json_response(200, {"status": "ok", "endpoint": router.name, "pid": os.getpid()})
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        router = self.server.router
-        if path == "/":
-            self.send_json(200, {"status": "ok", "endpoint": router.name, "pid": os.getpid()})
-        elif path == "/v1/models":
-            if not router.authorized(self.headers.get("Authorization")):
-                self._unauthorized()
-                return
-            created = int(time.time())
-            models = [
-                {"id": name, "object": "model", "created": created, "owned_by": router.name}
-                for name in router.deployments()
-            ]
-            self.send_json(200, {"object": "list", "data": models})
-        elif path in ("/score", "/v1/chat/completions"):
-            self.send_error_json(405, "method_not_allowed", f"{path} takes POST", {"Allow": "POST"})
-        else:
-            self.send_error_json(404, "not_found", f"no route {path}")
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/score":
-            self._scoring(self._score)
-        elif path == "/v1/chat/completions":
-            self._scoring(self._chat_completion)
-        else:
-            self._other_method()
-
-    def _other_method(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/v1/models"):
-            self.send_error_json(405, "method_not_allowed", f"{path} takes GET", {"Allow": "GET"})
-        elif path in ("/score", "/v1/chat/completions"):
-            self.send_error_json(405, "method_not_allowed", f"{path} takes POST", {"Allow": "POST"})
-        else:
-            self.send_error_json(404, "not_found", f"no route {path}")
-
-    do_PUT = do_PATCH = do_DELETE = _other_method
-
-    def _unauthorized(self) -> None:
-        self.send_error_json(
-            401,
-            "unauthorized",
-            "a valid key is required: Authorization: Bearer <endpoint key>",
-            {"WWW-Authenticate": 'Bearer realm="endpoint"'},
-        )
-
-    def _scoring(self, handle) -> None:
-        router = self.server.router
-        if not router.authorized(self.headers.get("Authorization")):
-            self._unauthorized()
-            return
-        request_id = self.headers.get("x-request-id") or uuid.uuid4().hex
-        headers = {"x-request-id": request_id}
-        deployment: str | None = None
-        try:
-            body = self.read_json(router.limit("max_body_bytes"))
-            status, payload, deployment = handle(router, body)
-        except RequestError as exc:
-            status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message}}
-        except UpstreamError as exc:
-            status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message}}
-        except ConnectionError:
-            router.stats.record(None, 499)
-            self.close_connection = True
-            return
-        except Exception:
-            logger.exception("unexpected error")
-            status, payload = 500, {"error": {"code": "internal_error", "message": "the router failed; see its log"}}
-        if deployment:
-            headers[DEPLOYMENT_HEADER] = deployment
-            self._note = f"deployment {deployment}"
-        if status == 429:
-            headers["Retry-After"] = "1"
-        router.stats.record(deployment, status)
-        self.send_json(status, payload, headers)
-
-    def _pick(self, router: Router, model: str | None = None) -> Target:
-        pinned = self.headers.get(DEPLOYMENT_HEADER)
-        return router.choose(pinned.strip() if pinned is not None else None, model)
-
-    def _score(self, router: Router, body: Any) -> tuple[int, dict[str, Any], str]:
-        request = parse_score_request(body, max_conversations=router.limit("max_conversations"))
-        target = self._pick(router)
-        answer = router.generate(target, request)
-        outputs = answer["outputs"]
-        # the deployment reports one detail per output (deployment_server.OutputDetail); /score passes on two fields
-        details = [
-            {"finish_reason": detail["finish_reason"], "completion_tokens": detail["completion_tokens"]}
-            for detail in answer["details"]
+    async def models(request: Request) -> Response:
+        if not router.authorized(request.headers.get("authorization")):
+            return _unauthorized()
+        created = int(time.time())
+        listed = [
+            {"id": name, "object": "model", "created": created, "owned_by": router.name}
+            for name in router.deployments()
         ]
-        return 200, {"output": outputs[0] if request.single else outputs, "details": details}, target.name
+        return asgi.json_response(200, {"object": "list", "data": listed})
 
-    def _chat_completion(self, router: Router, body: Any) -> tuple[int, dict[str, Any], str]:
-        request = parse_chat_completion(body)
-        target = self._pick(router, request.model)
-        answer = router.generate(target, request)
-        details = answer.get("details") or [{} for _ in answer["outputs"]]
-        choices = [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": detail.get("finish_reason", "stop"),
-                "logprobs": None,
-            }
-            for index, (text, detail) in enumerate(zip(answer["outputs"], details, strict=False))
-        ]
-        prompt_tokens = int(details[0].get("prompt_tokens", 0)) if details else 0
-        completion_tokens = sum(int(d.get("completion_tokens", 0)) for d in details)
-        completion = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": target.name,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            "system_fingerprint": None,
-        }
-        return 200, completion, target.name
+    def scoring(handle: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if not router.authorized(request.headers.get("authorization")):
+                return _unauthorized()
+            headers = {"x-request-id": request.headers.get("x-request-id") or uuid.uuid4().hex}
+            deployment: str | None = None
+            try:
+                body = await asgi.read_json(request, router.limit("max_body_bytes"))
+                response, deployment = await handle(router, request, body)
+            except RequestError as exc:
+                response = asgi.refusal(exc)
+            except UpstreamError as exc:
+                response = asgi.error_response(exc.status, exc.code, exc.message)
+            except ClientDisconnect:
+                router.stats.record(None, 499)
+                return Response(status_code=499)
+            except Exception:
+                logger.exception("unexpected error")
+                response = asgi.error_response(500, "internal_error", "the router failed; see its log")
+            if deployment:
+                headers[DEPLOYMENT_HEADER] = deployment
+                asgi.note(request, f"deployment {deployment}")
+            response.headers.update(headers)
+            router.stats.record(deployment, response.status_code)
+            return response
 
+        return endpoint
 
-class RouterServer(JsonServer):
-    def __init__(self, port: int, router: Router) -> None:
-        self.router = router
-        super().__init__(("127.0.0.1", port), RouterHandler)
+    async def other(request: Request) -> Response:
+        return asgi.route_error(request.url.path, request.method, ROUTES)
+
+    routes = [
+        Route("/", liveness, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/score", scoring(_score), methods=["POST"]),
+        Route("/v1/chat/completions", scoring(_chat_completion), methods=["POST"]),
+        Route("/{path:path}", other, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await router.deployments_client.close()
+
+    return asgi.RequestLog(Starlette(routes=routes, lifespan=lifespan), logger)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--endpoint-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    start_server_process()
+    asgi.start_server_process()
 
     router = Router(args.endpoint_dir.resolve())
     port = router.config().get("port")
     if not isinstance(port, int):
         logger.error("%s has no port", args.endpoint_dir / ENDPOINT_FILE)
         return EXIT_BAD_CONFIG
-    server = bind(lambda: RouterServer(port, router), port, logger)
-    if server is None:
-        return EXIT_PORT_IN_USE
+    sock = asgi.bind(port, logger)
+    if sock is None:
+        return asgi.EXIT_PORT_IN_USE
     logger.info("endpoint %s listening on 127.0.0.1:%d", router.name, port)
-    serve(server, logger, f"endpoint {router.name}")
+    asgi.serve(build_app(router), sock)
+    logger.info("endpoint %s stopping", router.name)
     return 0
 
 
