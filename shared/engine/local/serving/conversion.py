@@ -5,7 +5,8 @@
 The deployment server runs this module in a child process: converting loads the model with torch, and the serving
 process itself then never imports torch (its memory is the CTranslate2 weights and the tokenizer). The cache key is
 the folder's path and its files' sizes and modification times; a conversion is written beside its final place and
-renamed into it, so a cache entry is whole or absent.
+renamed into it, so a cache entry is whole or absent. An entry is touched when used, and only the KEEP_CONVERTED
+most recently used are kept (a SmolLM2 entry is about 540 MB; one pruned is converted again when next needed).
 
 CTranslate2 4.8.5's converter reads transformers 4's configuration: with transformers 5, the rotary settings moved to
 `rope_parameters` and Phi-3's attention no longer holds a `rotary_emb`. `_Converter` restores what the converter reads,
@@ -26,6 +27,7 @@ from typing import Any
 
 MODULE = "shared.engine.local.serving.conversion"
 CONVERT_TIMEOUT_S = 600
+KEEP_CONVERTED = 4
 
 
 def cache_key(model_dir: Path) -> str:
@@ -43,6 +45,7 @@ def converted(
     converter's last lines) when it cannot be converted."""
     target = cache_dir / cache_key(model_dir)
     if (target / "model.bin").exists():
+        _used(target)
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = cache_dir / f".{target.name}.{os.getpid()}"
@@ -62,7 +65,18 @@ def converted(
         os.rename(partial, target)
     except OSError:  # another deployment of the same model converted it meanwhile
         shutil.rmtree(partial, ignore_errors=True)
+    _used(target)
     return target
+
+
+def _used(target: Path) -> None:
+    """Mark `target` as just used, and drop all but the most recently used entries beside it."""
+    os.utime(target)
+    entries = [p for p in target.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in entries[KEEP_CONVERTED:]:
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def convert(model_dir: Path, out_dir: Path) -> None:

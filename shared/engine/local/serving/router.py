@@ -69,7 +69,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_body_bytes": 1024 * 1024,
     "request_timeout_s": 300,
     "max_conversations": 16,
-    "max_concurrent_requests": 16,  # per deployment, in flight (queued behind its generate lock included)
+    "max_concurrent_requests": 16,  # per deployment, in flight (waiting in its queue included): 429 beyond
 }
 EXIT_BAD_CONFIG = 2
 
