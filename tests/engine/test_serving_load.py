@@ -331,3 +331,23 @@ def test_beyond_its_queue_a_deployment_refuses_with_429_and_keeps_serving(small_
 
 def _health(port: int) -> dict[str, Any]:
     return httpx.get(f"http://127.0.0.1:{port}/health", timeout=10, trust_env=False).json()
+
+
+def test_a_stream_hung_up_on_while_it_waits_in_the_queue_leaves_the_queue(endpoint: Served):
+    # given two long answers decoding, and a stream with other options waiting behind them (another batch)
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(endpoint.score, [HI] * 2, LONG)
+        assert _eventually(lambda: endpoint.deployment_health()["running"] == 2, 5)
+        body = {"messages": HI, "max_tokens": 8, "temperature": 0, "stream": True}
+        headers = {"Authorization": f"Bearer {endpoint.key}"}
+        with (
+            httpx.Client(trust_env=False, timeout=30) as client,
+            client.stream("POST", f"{endpoint.url}/v1/chat/completions", json=body, headers=headers) as stream,
+        ):
+            assert stream.status_code == 200
+            assert _eventually(lambda: endpoint.deployment_health()["queued"] == 1, 5)
+            # when its client hangs up before any text
+        # then it leaves the queue while the others still decode, and they are answered
+        assert _eventually(lambda: endpoint.deployment_health()["queued"] == 0, 2)
+        assert endpoint.deployment_health()["running"] == 2
+        assert busy.result().status_code == 200

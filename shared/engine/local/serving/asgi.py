@@ -17,12 +17,12 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
 import uvicorn
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.engine.local.serving.protocol import RequestError, error_body
@@ -94,6 +94,28 @@ async def unless_disconnected(request: Request, work: asyncio.Future[Any] | asyn
         work.cancel()
         raise ClientDisconnect()
     return work.result()
+
+
+class StreamingAnswer(StreamingResponse):
+    """A streamed answer whose `cleanup` runs however the response ends: finished, failed, or never begun (a client
+    that hangs up before the first chunk: the body's generator then never runs, nor its `finally`)."""
+
+    def __init__(
+        self,
+        content: AsyncIterable[bytes],
+        *,
+        media_type: str,
+        cleanup: Callable[[], Awaitable[None]],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
 
 
 class RequestLog:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from shared.engine.local.serving import asgi
@@ -335,7 +335,13 @@ def build_app(deployment: Deployment) -> Any:
             return Response(status_code=499)
         stop = parsed.parameters.get("stop")
         if body.get("stream") is True:
-            return StreamingResponse(_stream(model, submission, prompt_tokens), media_type="application/x-ndjson")
+
+            async def cancel() -> None:
+                model.scheduler.cancel(submission)  # a no-op once every conversation ended
+
+            return asgi.StreamingAnswer(
+                _stream(submission, prompt_tokens), media_type="application/x-ndjson", cleanup=cancel
+            )
         try:
             await asgi.unless_disconnected(request, asyncio.ensure_future(finished(submission)))
         except ClientDisconnect:
@@ -348,33 +354,29 @@ def build_app(deployment: Deployment) -> Any:
         asgi.note(request, f"{len(answer['outputs'])} outputs, {answer['usage']['completion_tokens']} tokens")
         return asgi.json_response(200, answer)
 
-    async def _stream(model: ChatModel, submission: Submission, prompt_tokens: list[int]) -> AsyncIterator[bytes]:
+    async def _stream(submission: Submission, prompt_tokens: list[int]) -> AsyncIterator[bytes]:
         details: list[OutputDetail | None] = [None] * len(submission.conversations)
-        try:
-            remaining = len(details)
-            while remaining:
-                kind, index, value = await submission.events.get()
-                if kind == "text":
-                    yield _line({"index": index, "text": value})
-                    continue
-                remaining -= 1
-                conversation = submission.conversations[index]
-                finish = "length" if value == LENGTH else "stop"
-                detail: OutputDetail = {
-                    "finish_reason": finish,
-                    "prompt_tokens": prompt_tokens[index],
-                    "completion_tokens": len(conversation.tokens),
-                }
-                details[index] = detail
-                if failure(submission) is None:
-                    yield _line({"index": index, **detail})
-            problem = failure(submission)
-            if problem is not None:
-                yield _line({"error": {"code": problem.code, "message": problem.message}})
-                return
-            yield _line({"usage": usage([d for d in details if d is not None], submission)})
-        finally:
-            model.scheduler.cancel(submission)  # a no-op once every conversation ended
+        remaining = len(details)
+        while remaining:
+            kind, index, value = await submission.events.get()
+            if kind == "text":
+                yield _line({"index": index, "text": value})
+                continue
+            remaining -= 1
+            finish = "length" if value == LENGTH else "stop"
+            detail: OutputDetail = {
+                "finish_reason": finish,
+                "prompt_tokens": prompt_tokens[index],
+                "completion_tokens": len(submission.conversations[index].tokens),
+            }
+            details[index] = detail
+            if failure(submission) is None:
+                yield _line({"index": index, **detail})
+        problem = failure(submission)
+        if problem is not None:
+            yield _line({"error": {"code": problem.code, "message": problem.message}})
+            return
+        yield _line({"usage": usage([d for d in details if d is not None], submission)})
 
     async def other(request: Request) -> Response:
         return asgi.route_error(request.url.path, request.method, {"/health": ("GET",), "/generate": ("POST",)})

@@ -46,7 +46,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.engine.local.serving import asgi
@@ -229,7 +229,7 @@ async def _chat_completion(router: Router, request: Request, body: Any) -> tuple
 
 async def _stream_chat_completion(router: Router, target: Target, parsed: GenerationRequest) -> Response:
     """Server-sent events, once the deployment accepted the request (its refusal is answered as JSON). A client that
-    hangs up cancels the generator (starlette), which closes the deployment's stream, which cancels its decoding."""
+    hangs up ends the response, whose cleanup closes the deployment's stream, which cancels its decoding."""
     slot = router.slot(target)
     slot.__enter__()
     opened = router.deployments_client.stream(target, parsed, router.deadline_s())
@@ -238,6 +238,15 @@ async def _stream_chat_completion(router: Router, target: Target, parsed: Genera
     except BaseException:
         slot.__exit__(None, None, None)
         raise
+    closed = False
+
+    async def cleanup() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            with contextlib.suppress(Exception):
+                await opened.__aexit__(None, None, None)
+            slot.__exit__(None, None, None)
 
     async def sse() -> AsyncIterator[bytes]:
         writer = ChunkWriter(target.name)
@@ -258,12 +267,10 @@ async def _stream_chat_completion(router: Router, target: Target, parsed: Genera
             yield DONE
         except (RequestError, UpstreamError) as exc:
             yield error_event(exc.code, exc.message)
-        finally:
-            with contextlib.suppress(Exception):
-                await opened.__aexit__(None, None, None)
-            slot.__exit__(None, None, None)
 
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return asgi.StreamingAnswer(
+        sse(), media_type="text/event-stream", cleanup=cleanup, headers={"Cache-Control": "no-cache"}
+    )
 
 
 def build_app(router: Router) -> Any:
