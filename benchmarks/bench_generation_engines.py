@@ -434,7 +434,7 @@ def render_engines(report: EnginesReport) -> list[str]:
         f"its own. Model: `{_shown(report.model_dir)}`; CTranslate2 conversion: {report.conversion or 'not needed'}.",
         "",
         "| engine | load (s) | time (s) | new tokens | tokens/s | vs one by one | peak RSS (MB) "
-        f"| identical to one by one | other CPU |",
+        "| identical to one by one | other CPU |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     reference = report.run(REFERENCE)

@@ -7,7 +7,8 @@
    gates, registers, deploys at 0%, smoke-tests and shifts traffic, each line on its own endpoint;
 4. send the seed's sample request to both endpoints;
 5. upload more to `support`: it retrains on the union of its uploads, competes with its own champion only, and
-   shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed;
+   shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed; the retrained line
+   answers again, streamed over the endpoint's OpenAI-compatible route (`stream: true`);
    every deployment is evaluated at 0% first (held-out conversations and probes, against the champion or the base
    model) and its evidence printed;
 6. upload a degenerate dataset (one phrase repeated) to `legal`: its evaluation refuses it, and the champion keeps
@@ -93,6 +94,7 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         print(f"    trained on the union of: {used}")
         if retrain["state"] == RunState.DEPLOYED:
             _ask(retrain, "the same request to the retrained support line")
+            _ask_streaming(retrain)
         unchanged = _serving(api, legal) == legal_before
         _step(f"line legal: {'unchanged' if unchanged else 'CHANGED'} by support's retrain: {legal_before}")
         _print_lines(api)
@@ -304,6 +306,31 @@ def _ask(run: dict[str, Any], what: str) -> None:
     )
     _step(f"{what}: POST {endpoint['scoring_uri']} ({time.monotonic() - began:.1f} s)")
     print(f"    user: {SAMPLE_QUESTION[0]['content']}\n    assistant: {answer}")
+
+
+def _ask_streaming(run: dict[str, Any]) -> None:
+    """The same question over the endpoint's OpenAI-compatible route, printed as its server-sent events arrive."""
+    import httpx  # the local engine's serving stack (requirements-local.txt)
+
+    endpoint = run["endpoint"]
+    url = endpoint["scoring_uri"].rsplit("/", 1)[0] + "/v1/chat/completions"
+    key = get_context().engine.get_keys(endpoint["name"]).primary
+    body = {"messages": SAMPLE_QUESTION, "temperature": 0, "max_tokens": 96, "stream": True}
+    _step(f"the same request, streamed: POST {url} with stream=true (OpenAI's chunk format)")
+    print("    assistant: ", end="", flush=True)
+    began, first = time.monotonic(), None
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120, trust_env=False) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line.removeprefix("data: ")).get("choices") or [{}]
+            text = choices[0].get("delta", {}).get("content") or ""
+            if text and first is None:
+                first = time.monotonic() - began
+            print(text.replace("\n", "\n               "), end="", flush=True)
+    total = time.monotonic() - began
+    print(f"\n    first text after {first or total:.2f} s, the whole answer after {total:.2f} s")
 
 
 def _teardown_and_restore(api: _Api, run: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
     python -m shared.engine.local.serving.conversion MODEL_DIR OUT_DIR
 
 The deployment server runs this module in a child process: converting loads the model with torch, and the serving
-process itself then never imports torch (its memory is the CTranslate2 weights and the tokenizer). The cache key is
+process's peak memory then holds the CTranslate2 weights only once. Weights under IN_PROCESS_MAX_BYTES (the tiny test
+model) are converted in the caller instead: a new interpreter costs seconds, and the copy is small. The cache key is
 the folder's path and its files' sizes and modification times; a conversion is written beside its final place and
 renamed into it, so a cache entry is whole or absent. An entry is touched when used, and only the KEEP_CONVERTED
 most recently used are kept (a SmolLM2 entry is about 540 MB; one pruned is converted again when next needed).
@@ -28,6 +29,7 @@ from typing import Any
 MODULE = "shared.engine.local.serving.conversion"
 CONVERT_TIMEOUT_S = 600
 KEEP_CONVERTED = 4
+IN_PROCESS_MAX_BYTES = 64 * 1024 * 1024
 
 
 def cache_key(model_dir: Path) -> str:
@@ -50,17 +52,24 @@ def converted(
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = cache_dir / f".{target.name}.{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    done = subprocess.run(
-        [python, "-m", MODULE, str(model_dir), str(partial)],
-        capture_output=True,
-        text=True,
-        timeout=CONVERT_TIMEOUT_S,
-        env=env,
-    )
-    if done.returncode != 0 or not (partial / "model.bin").exists():
-        shutil.rmtree(partial, ignore_errors=True)
-        last = [line for line in (done.stderr or "").splitlines() if line.strip()][-3:]
-        raise RuntimeError(f"CTranslate2 could not convert {model_dir}: {' | '.join(last) or 'no output'}")
+    if sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) <= IN_PROCESS_MAX_BYTES:
+        try:
+            convert(model_dir, partial)
+        except Exception as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RuntimeError(f"CTranslate2 could not convert {model_dir}: {type(exc).__name__}: {exc}") from None
+    else:
+        done = subprocess.run(
+            [python, "-m", MODULE, str(model_dir), str(partial)],
+            capture_output=True,
+            text=True,
+            timeout=CONVERT_TIMEOUT_S,
+            env=env,
+        )
+        if done.returncode != 0 or not (partial / "model.bin").exists():
+            shutil.rmtree(partial, ignore_errors=True)
+            last = [line for line in (done.stderr or "").splitlines() if line.strip()][-3:]
+            raise RuntimeError(f"CTranslate2 could not convert {model_dir}: {' | '.join(last) or 'no output'}")
     try:
         os.rename(partial, target)
     except OSError:  # another deployment of the same model converted it meanwhile
