@@ -1,5 +1,5 @@
-"""Batched generation: the conversations of one request, decoded as one left-padded batch, are answered exactly as
-they are one at a time. The pure helpers on values, then real deployment processes over the tiny model and over a
+"""Batched generation: the conversations of one request, decoded as one batch, are answered exactly as they are one
+at a time. The pure helpers on values, then real deployment processes over the tiny model and over a
 variant of it that ends some answers early (the tiny model itself never says its end token).
 """
 
@@ -19,7 +19,7 @@ from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef
 from shared.engine.local.base_models import build_tiny_model
 from shared.engine.local.endpoints import LocalEndpoints
-from shared.engine.local.serving.batching import chunks, completion, finish_reason, left_pad
+from shared.engine.local.serving.batching import left_pad
 from shared.engine.local.serving.deployment_server import ChatModel
 from shared.engine.local.serving.protocol import GenerationRequest
 
@@ -54,36 +54,6 @@ def test_prompts_are_padded_on_the_left_to_the_longest():
     assert batch.input_ids == [[7, 8, 9], [0, 0, 4], [0, 5, 6]]
     assert batch.attention_mask == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
     assert batch.prompt_tokens == [3, 1, 2]
-
-
-def test_a_completion_ends_at_its_first_stop_id_and_keeps_it():
-    # a row that stopped early is followed by the batch's padding (here the pad id is 1, the eos ids 0 and 5)
-    assert completion([11, 12, 5, 1, 1], {0, 5}) == [11, 12, 5]
-    assert completion([11, 0, 5, 1], {0, 5}) == [11, 0]
-    # a row that never stopped is kept whole, pad ids it generated itself included
-    assert completion([11, 1, 12], {0, 5}) == [11, 1, 12]
-    assert completion([], {0, 5}) == []
-
-
-@pytest.mark.parametrize(
-    ("ids", "stopped", "expected"),
-    [
-        ([3, 5], False, "stop"),
-        ([3, 4], True, "stop"),
-        ([3], False, "stop"),
-        ([3, 4], False, "length"),
-        ([], False, "stop"),
-    ],
-    ids=["eos", "stop-string", "shorter", "ran-out", "empty"],
-)
-def test_finish_reasons(ids: list[int], stopped: bool, expected: str):
-    assert finish_reason(ids, eos_ids={0, 5}, stopped=stopped, max_new_tokens=2) == expected
-
-
-def test_chunks_keep_the_order_and_bound_the_size():
-    assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
-    assert chunks([1, 2], 16) == [[1, 2]]
-    assert chunks([1, 2], 0) == [[1], [2]]
 
 
 # -- real models -------------------------------------------------------------------------------
