@@ -12,8 +12,8 @@ many), the same threads:
 - `ctranslate2 float32, one batch`: `generate_batch` on the model converted by the repository's converter
   (shared.engine.local.serving.conversion.converted, cached by content), what the deployments serve now;
 - `ctranslate2 int8, one batch`: the same converted folder loaded with compute_type="int8".
-Each engine runs in a child process (this script with --engine NAME), so its load time and peak RSS (ru_maxrss, from
-wait4) are its own; a warm-up call (one prompt, 2 tokens) is excluded from the time. The answers are compared token
+Each engine runs in a child process (this script with --engine NAME), so its load time and peak RSS (its VmHWM) are
+its own; a warm-up call (one prompt, 2 tokens) is excluded from the time. The answers are compared token
 for token with `transformers, one by one`; where one differs, the transformers logit margin (top-1 minus top-2) at the
 first differing token, on the prompt and the common prefix, says whether that token was a near-tie.
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -131,6 +133,13 @@ def load_engine(name: str, job: dict[str, Any]) -> Generate:
     raise SystemExit(f"unknown engine {name!r}; one of {', '.join(ENGINES)}")
 
 
+def own_peak_rss_mb() -> float | None:
+    """This process's VmHWM: its peak since exec. (ru_maxrss, from getrusage or wait4, also counts the memory the
+    parent had when it forked this child: the parent's tokenizer and torch would be counted.)"""
+    match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else None
+
+
 def run_child(name: str, job_path: Path, out_path: Path) -> int:
     """The --engine side: load, warm up (excluded), decode every prompt, write the ids and times as JSON."""
     job = json.loads(job_path.read_text(encoding="utf-8"))
@@ -144,6 +153,7 @@ def run_child(name: str, job_path: Path, out_path: Path) -> int:
     ids = generate(job["prompts"], job["new_tokens"])
     seconds = time.perf_counter() - started
     answer = {"engine": name, "ids": ids, "load_s": load_s, "warm_up_s": warm_up_s, "seconds": seconds}
+    answer["peak_rss_mb"] = own_peak_rss_mb()
     out_path.write_text(json.dumps(answer), encoding="utf-8")
     return 0
 
@@ -258,7 +268,7 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 def run_engine_process(engine: str, job_path: Path, threads: int, quiet_wait_s: float) -> EngineRun:
-    """This script with --engine, waited for with wait4: its own peak RSS and CPU."""
+    """This script with --engine, waited for with wait4 (its CPU); its peak RSS is the VmHWM it reports."""
     from bench_local_engine import OtherCpu, wait_for_quiet
 
     result = EngineRun(engine=engine)
@@ -292,6 +302,7 @@ def run_engine_process(engine: str, job_path: Path, threads: int, quiet_wait_s: 
     if result.error is None:
         answer = json.loads(out_path.read_text(encoding="utf-8"))
         result.ids, result.load_s, result.seconds = answer["ids"], answer["load_s"], answer["seconds"]
+        result.peak_rss_mb = answer.get("peak_rss_mb") or result.peak_rss_mb
     return result
 
 
@@ -370,13 +381,15 @@ def compare_engines(
     job: dict[str, Any] = {"model_dir": str(model_dir), "pad_id": pad_id, "eos_ids": eos_ids}
     job.update(prompts=prompts, new_tokens=new_tokens, threads=threads, converted_dir=None)
     if any(engine.startswith("ct2") for engine in engines):
+        source, how = convertible(model_dir, tokenizer_dir, cache_dir.parent / "engines-models")
         started = time.monotonic()
-        cached = (cache_dir / _cache_key(model_dir) / "model.bin").exists()
+        cached = (cache_dir / _cache_key(source) / "model.bin").exists()
         try:
-            job["converted_dir"] = str(converted(model_dir, cache_dir))
+            job["converted_dir"] = str(converted(source, cache_dir))
             report.conversion = "cached" if cached else f"converted in {time.monotonic() - started:.1f} s"
         except RuntimeError as exc:
             report.conversion = f"failed: {exc}"
+        report.conversion += how
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as scratch:
         job_path = Path(scratch) / "job.json"
         job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -405,6 +418,30 @@ def compare_engines(
                 if (found := difference(margins, index, prompt["ids"], reference.ids[index], ours, suppress))
             ]
     return report
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def convertible(model_dir: Path, tokenizer_dir: Path | None, links_root: Path) -> tuple[Path, str]:
+    """A folder CTranslate2's converter can read: `model_dir` itself when it holds a tokenizer, else a folder of
+    links to its files and the tokenizer's (a registered model keeps its tokenizer apart, in components/tokenizer,
+    and the converter reads the tokenizer from the model folder). The second item says which, for the report."""
+    if tokenizer_dir is None or any((model_dir / name).exists() for name in TOKENIZER_FILES):
+        return model_dir, ""
+    folder = links_root / _cache_key(model_dir)
+    if not (folder / "config.json").exists():
+        partial = folder.with_name(f".{folder.name}.{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for source in (tokenizer_dir, model_dir):  # the model's own files win
+            for path in source.iterdir():
+                if path.is_file():
+                    (partial / path.name).unlink(missing_ok=True)
+                    (partial / path.name).symlink_to(path.resolve())
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder, " (from links to the weights and the tokenizer beside them: the model folder has no tokenizer)"
 
 
 def _cache_key(model_dir: Path) -> str:
@@ -457,9 +494,9 @@ def render_engines(report: EnginesReport) -> list[str]:
     lines += [
         "",
         "- time: the decoding of every prompt (after the model loaded and one warm-up call of 2 tokens); tokens/s: "
-        "the new tokens over that time. Peak RSS: the child's ru_maxrss (interpreter, imports, weights; the prompt "
-        "tokens come from the parent, so no tokenizer). Other CPU: what other processes used meanwhile, in shares "
-        "of one CPU.",
+        "the new tokens over that time. Peak RSS: the child's VmHWM at its end (interpreter, imports, weights; the "
+        "prompt tokens come from the parent, so no tokenizer). Other CPU: what other processes used meanwhile, in "
+        "shares of one CPU.",
         "- identical: the same new token ids as `generate` one by one. Where an answer differs, the margin is the "
         "transformers logit of its top-1 minus its top-2 token at the first differing position (after the prompt "
         "and the common prefix): a near-tie when it is small.",

@@ -776,6 +776,8 @@ def serve_ours(
         served.threads = deployment_threads(deployment_pid)
         template.backend = str(health(deployment_port).get("backend", "?"))
         template.threads = f"deployment: {served.threads} thread(s), {template.backend}, dynamic batching"
+        if template.backend != "ctranslate2":
+            template.threads += f" ({fallback_reason(ENGINE_STATE / 'endpoints' / name / 'deployments' / DEPLOYMENT)})"
         if served.chosen:
             how = "the same as for the first deployment"
         else:
@@ -800,6 +802,16 @@ def serve_ours(
     finally:
         engine.delete_endpoint(name)
     return served
+
+
+def fallback_reason(deployment_folder: Path) -> str:
+    """Why the deployment serves with transformers, from its log (it says so when the model does not convert)."""
+    try:
+        lines = (deployment_folder / "server.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    reason = next((line for line in reversed(lines) if " with transformers: " in line), "")
+    return "not converted: " + reason.split(" with transformers: ", 1)[1][-300:] if reason else "no reason logged"
 
 
 def deployment_threads(pid: int) -> int:
@@ -1124,12 +1136,12 @@ def compare_held_out(
     return identity
 
 
-def render_identity(identities: list[Identity], near_tie: float, ref: str) -> list[str]:
+def render_identity(identities: list[Identity], near_tie: float, ref: str, clients: int) -> list[str]:
     lines = [
         "",
         f"## Greedy answers on the held-out conversations: ours against the server before ({ref})",
         "",
-        f"Each held-out conversation up to its last user turn, one `/score` request each ({TARGET_CLIENTS} at a time), "
+        f"Each held-out conversation up to its last user turn, one `/score` request each ({clients} at a time), "
         f'`{{"max_new_tokens": {HELD_OUT_NEW_TOKENS}, "do_sample": false}}`: each answer may end on its own.',
         "",
         "| model | conversations | compared | identical | differ | of them near-ties | ours (s) | before (s) |",
@@ -1277,7 +1289,7 @@ def render(args, outcome: Outcome, run_load_avg: tuple[str, str]) -> str:
         *render_serving(args, outcome.served),
     ]
     if outcome.identities:
-        lines += render_identity(outcome.identities, args.near_tie, args.baseline_ref)
+        lines += render_identity(outcome.identities, args.near_tie, args.baseline_ref, max(args.client_counts))
     if outcome.engines is not None:
         from bench_generation_engines import render_engines
 
@@ -1436,6 +1448,9 @@ SERVING_NOTES = [
 def serving_details(model: str, rows: list[ServeResult]) -> list[str]:
     lines = []
     for s in rows:
+        if s.failure and not s.requests:
+            lines.append(f"- {model}, {s.server}, {s.clients or 'no'} client(s): {s.threads}; FAILED: {s.failure}")
+            continue
         rss = ", ".join(f"{name} {mb:,.0f} MB" for name, mb in s.rss.items())
         extra = f"; {s.errors} errors, e.g. {s.error_sample}" if s.errors else ""
         failure = f"; FAILED: {s.failure}" if s.failure else ""
