@@ -1,6 +1,6 @@
 """A Hugging Face model folder converted once to CTranslate2 (float32), cached by the folder's content.
 
-    python -m shared.engine.local.serving.conversion MODEL_DIR OUT_DIR
+    python -m shared.engine.local.serving.conversion MODEL_DIR OUT_DIR [TOKENIZER_DIR]
 
 The deployment server runs this module in a child process: converting loads the model with torch, and the serving
 process's peak memory then holds the CTranslate2 weights only once. Weights under IN_PROCESS_MAX_BYTES (the tiny test
@@ -32,20 +32,29 @@ KEEP_CONVERTED = 4
 IN_PROCESS_MAX_BYTES = 64 * 1024 * 1024
 
 
-def cache_key(model_dir: Path) -> str:
-    digest = hashlib.sha256(str(model_dir.resolve()).encode())
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+def cache_key(model_dir: Path, tokenizer_dir: Path | None = None) -> str:
+    digest = hashlib.sha256()
+    for folder in (model_dir, tokenizer_dir):
+        if folder is None:
+            continue
+        digest.update(str(folder.resolve()).encode())
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
 def converted(
-    model_dir: Path, cache_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None
+    model_dir: Path,
+    cache_dir: Path,
+    *,
+    tokenizer_dir: Path | None = None,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
 ) -> Path:
-    """The CTranslate2 folder for `model_dir`, converted in a child process unless cached; RuntimeError (with the
-    converter's last lines) when it cannot be converted."""
-    target = cache_dir / cache_key(model_dir)
+    """The CTranslate2 folder for `model_dir` (its tokenizer in `tokenizer_dir` when not beside the weights, as in a
+    registered model), converted unless cached; RuntimeError (with the converter's last lines) when it cannot be."""
+    target = cache_dir / cache_key(model_dir, tokenizer_dir)
     if (target / "model.bin").exists():
         _used(target)
         return target
@@ -54,13 +63,13 @@ def converted(
     shutil.rmtree(partial, ignore_errors=True)
     if sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) <= IN_PROCESS_MAX_BYTES:
         try:
-            convert(model_dir, partial)
+            convert(model_dir, partial, tokenizer_dir)
         except Exception as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise RuntimeError(f"CTranslate2 could not convert {model_dir}: {type(exc).__name__}: {exc}") from None
     else:
         done = subprocess.run(
-            [python, "-m", MODULE, str(model_dir), str(partial)],
+            [python, "-m", MODULE, str(model_dir), str(partial), *([str(tokenizer_dir)] if tokenizer_dir else [])],
             capture_output=True,
             text=True,
             timeout=CONVERT_TIMEOUT_S,
@@ -88,7 +97,7 @@ def _used(target: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def convert(model_dir: Path, out_dir: Path) -> None:
+def convert(model_dir: Path, out_dir: Path, tokenizer_dir: Path | None = None) -> None:
     from ctranslate2.converters import TransformersConverter
 
     class _Converter(TransformersConverter):
@@ -96,6 +105,9 @@ def convert(model_dir: Path, out_dir: Path) -> None:
             model = super().load_model(model_class, model_name_or_path, **kwargs)
             _as_the_converter_reads_it(model)
             return model
+
+        def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
+            return super().load_tokenizer(tokenizer_class, str(tokenizer_dir or model_name_or_path), **kwargs)
 
     _Converter(str(model_dir), low_cpu_mem_usage=True).convert(str(out_dir), quantization=None)
 
@@ -118,8 +130,8 @@ def _as_the_converter_reads_it(model: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    model_dir, out_dir = (Path(arg) for arg in (argv if argv is not None else sys.argv[1:]))
-    convert(model_dir, out_dir)
+    paths = [Path(arg) for arg in (argv if argv is not None else sys.argv[1:])]
+    convert(paths[0], paths[1], paths[2] if len(paths) > 2 else None)
     return 0
 
 

@@ -154,7 +154,7 @@ class ChatModel:
         pad = generation.get("pad_token_id", config.get("pad_token_id", self.tokenizer.pad_token_id))
         self.pad_id = pad if isinstance(pad, int) else next(iter(sorted(self.eos_ids)), None)
         self.parameters = count_parameters(model_dir)
-        self.backend = self._backend(model_dir, backend, threads, cache_dir)
+        self.backend = self._backend(model_dir, tokenizer_dir, backend, threads, cache_dir)
         self.scheduler = Scheduler(
             self.backend,
             decode=lambda ids: cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True)),
@@ -165,11 +165,15 @@ class ChatModel:
         )
 
     def _backend(
-        self, model_dir: Path, kind: str, threads: int, cache_dir: Path | None
+        self, model_dir: Path, tokenizer_dir: Path | None, kind: str, threads: int, cache_dir: Path | None
     ) -> Ctranslate2Backend | TransformersBackend:
         if kind in (AUTO, CTRANSLATE2):
             try:
-                folder = converted(model_dir, cache_dir or Path(tempfile.gettempdir()) / "ft-autopilot-ctranslate2")
+                folder = converted(
+                    model_dir,
+                    cache_dir or Path(tempfile.gettempdir()) / "ft-autopilot-ctranslate2",
+                    tokenizer_dir=tokenizer_dir,
+                )
                 return Ctranslate2Backend(
                     folder,
                     threads=threads,
