@@ -20,7 +20,7 @@ from shared.engine.base import ModelRef
 from shared.engine.local.base_models import build_tiny_model
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.serving.batching import left_pad
-from shared.engine.local.serving.deployment_server import ChatModel
+from shared.engine.local.serving.chat_model import ChatModel
 from shared.engine.local.serving.protocol import GenerationRequest
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ultrachat_sample.jsonl"

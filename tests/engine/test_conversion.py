@@ -14,8 +14,8 @@ import pytest
 
 from shared.engine.local.base_models import build_tiny_model
 from shared.engine.local.serving.backends import CTRANSLATE2, TRANSFORMERS
+from shared.engine.local.serving.chat_model import ChatModel
 from shared.engine.local.serving.conversion import KEEP_CONVERTED, cache_key, converted
-from shared.engine.local.serving.deployment_server import ChatModel
 from shared.engine.local.serving.protocol import GenerationRequest
 from tests.engine.test_batched_generation import sample_conversations
 
@@ -109,7 +109,7 @@ def _tokens_of(model: ChatModel, request: GenerationRequest) -> list[list[int]]:
     import asyncio
 
     async def run() -> list[list[int]]:
-        from shared.engine.local.serving.deployment_server import finished
+        from shared.engine.local.serving.chat_model import finished
 
         submission, _, _ = model.submit(request, 60)
         await finished(submission)
