@@ -721,7 +721,7 @@ def choose_prompts(port: int, candidates: list[list[dict[str, str]]], wanted: in
 
 class EndpointsWithThreads:
     """The engine's endpoint operations, with deployments given `threads` torch threads: LocalEndpoints takes
-    `serving_threads`, which LocalEngine leaves at its default (half the cores)."""
+    `serving_threads`, which LocalEngine leaves at its default (deployment_server.default_threads)."""
 
     def __init__(self, state_dir: Path, threads: int) -> None:
         from shared.engine.local.endpoints import LocalEndpoints
@@ -1439,7 +1439,7 @@ SERVING_NOTES = [
     "PYTHONPATH and cwd there) on the same registered model folders, with the same threads as ours: one "
     "`generate` at a time behind a lock, transformers in float32.",
     "- `ours, N threads` (when shown): the same endpoint with the deployment started with `--threads N` "
-    "(LocalEndpoints' serving_threads; LocalEngine leaves it at the default, half the cores), for reference.",
+    "(LocalEndpoints' serving_threads; LocalEngine leaves it at the default, default_threads), for reference.",
     "- Every server gets `OMP_WAIT_POLICY=PASSIVE` (what the engine gives its deployments) and "
     "`TOKENIZERS_PARALLELISM=false`; mlflow runs with `-t 600` so that no request times out.",
 ]

@@ -64,7 +64,8 @@ class LocalEndpoints:
         router_timeout_s: float = ROUTER_START_TIMEOUT_S,
         serving_threads: int | None = None,
     ) -> None:
-        """`serving_threads`: torch threads per deployment process (default: half the cores, at most 8)."""
+        """`serving_threads`: decoding threads per deployment process (default: the deployment server's
+        default_threads, every core for a real model)."""
         self.root = Path(state_dir).resolve() / "endpoints"
         self._files = EndpointFiles(self.root)
         self._processes = ServingProcesses(

@@ -50,7 +50,7 @@ def child_env() -> dict[str, str]:
 
 
 class ServingProcesses:
-    """`serving_threads`: torch threads per deployment process (None: the server's default)."""
+    """`serving_threads`: decoding threads per deployment process (None: the server's default)."""
 
     def __init__(
         self,

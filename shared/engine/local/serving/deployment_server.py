@@ -68,6 +68,7 @@ MODULE = "shared.engine.local.serving.deployment_server"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CONVERSATIONS = 64
 EXIT_LOAD_FAILED = 1
+SMALL_MODEL_BYTES = 64 * 1024 * 1024
 
 logger = logging.getLogger(MODULE)
 
@@ -207,10 +208,13 @@ def _load(deployment: Deployment, args: argparse.Namespace, stop: threading.Even
     )
 
 
-def default_threads() -> int:
-    """Half the cores, at most 8: blue and green deployments share the machine, and small models decode faster on
-    one thread than on two contended ones (measured with the tiny model on 2 cores)."""
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
+def default_threads(model_dir: Path | None = None) -> int:
+    """Every core, at most 8, for a real model: blue and green rarely decode at once (an evaluation asks one side
+    after the other), and SmolLM2 on 2 cores answers 1.9x faster on 2 threads than on 1 (benchmarks/README.md).
+    One thread for a model under SMALL_MODEL_BYTES (the tiny test model): its steps are too short to share."""
+    if model_dir is not None and sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) < SMALL_MODEL_BYTES:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer-dir", type=Path, default=None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--threads", type=int, default=None, help="decoding threads (default: default_threads)")
     parser.add_argument("--backend", choices=(AUTO, CTRANSLATE2, TRANSFORMERS), default=AUTO)
     parser.add_argument("--cache-dir", type=Path, default=None, help="where converted models are kept")
     parser.add_argument("--max-new-tokens-cap", type=int, default=MAX_NEW_TOKENS_CAP)
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="conversations waiting, at most")
     parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS, help="to gather a batch")
     args = parser.parse_args(argv)
-    args.threads = max(1, args.threads)
+    args.threads = max(1, args.threads or default_threads(args.model_dir))
 
     asgi.start_server_process()
     # before torch or CTranslate2 load: the OpenMP/MKL pools read these once
