@@ -37,6 +37,7 @@ from shared.engine.local.endpoint_errors import (
 )
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.serving.protocol import generate_kwargs, normalize_parameters
+from tests.polling import eventually
 
 MODEL = ModelRef(name="tiny-chat", version="1")
 HI = [{"role": "user", "content": "Hello, how can I help you today?"}]
@@ -119,15 +120,6 @@ def _pid_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def _eventually(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _refuses(port: int) -> bool:
@@ -687,7 +679,7 @@ def test_crashes_are_repaired_restarts_find_everything_and_delete_stops_everythi
 
         # when the deployment process dies, requests get 502 and the deployment shows as failed
         os.kill(deployment_pid, signal.SIGKILL)
-        assert _eventually(lambda: endpoints.get_deployment(endpoint.name, "solo").state == "Failed")
+        assert eventually(lambda: endpoints.get_deployment(endpoint.name, "solo").state == "Failed")
         status, _, body = endpoint.score(HI)
         assert status == 502 and body["error"]["code"] == "deployment_unavailable"
 
@@ -701,7 +693,7 @@ def test_crashes_are_repaired_restarts_find_everything_and_delete_stops_everythi
         listed = {info.name: info for info in fresh.list_endpoints()}
         assert dict(listed[endpoint.name].traffic) == {"solo": 100}
         assert listed[endpoint.name].request_count >= 2
-        assert _eventually(lambda: not fresh.endpoint_alive(endpoint.name))
+        assert eventually(lambda: not fresh.endpoint_alive(endpoint.name))
 
         # and create_or_update_endpoint restarts the router on the same port, with the same keys
         info = fresh.create_or_update_endpoint(endpoint.name, {MANAGED_TAG: "true"})

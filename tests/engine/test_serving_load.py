@@ -28,11 +28,13 @@ from shared.adapters.files import write_json_atomically
 from shared.domain.tags import MANAGED_TAG
 from shared.engine.base import ModelRef
 from shared.engine.local.base_models import build_tiny_model
+from shared.engine.local.endpoint_files import EndpointFiles
 from shared.engine.local.endpoints import LocalEndpoints
 from shared.engine.local.processes import free_port, start_process, stop_process, wait_http_ok
 from shared.engine.local.serving.deployment_server import MODULE as DEPLOYMENT_MODULE
 from shared.engine.local.serving.router import DEFAULT_LIMITS
 from shared.engine.local.serving_processes import child_env
+from tests.polling import eventually
 
 MODEL = ModelRef(name="tiny-chat", version="1")
 HI = [{"role": "user", "content": "Hello, how can I help you today?"}]
@@ -51,7 +53,7 @@ class Served:
         return json.loads((self.folder / "endpoint.json").read_text())
 
     def set_limits(self, **limits: int) -> None:
-        with self.endpoints._files.lock(self.name):
+        with EndpointFiles(self.endpoints.root).lock(self.name):  # as LocalEndpoints changes the file
             config = self.config()
             config["limits"] = {**DEFAULT_LIMITS, **limits}
             write_json_atomically(self.folder / "endpoint.json", config)
@@ -68,15 +70,6 @@ class Served:
 
     def openai(self) -> OpenAI:
         return OpenAI(base_url=f"{self.url}/v1", api_key=self.key, max_retries=0, timeout=60)
-
-
-def _eventually(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterat
 def endpoint(served: Served) -> Iterator[Served]:
     yield served
     served.set_limits()
-    assert _eventually(lambda: served.deployment_health()["running"] == 0 and served.deployment_health()["queued"] == 0)
+    assert eventually(lambda: served.deployment_health()["running"] == 0 and served.deployment_health()["queued"] == 0)
 
 
 # -- the OpenAI surface ------------------------------------------------------------------------
@@ -225,7 +218,7 @@ def test_a_request_that_outlives_its_deadline_gets_503_with_a_code(endpoint: Ser
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "deadline_exceeded"
     assert time.monotonic() - started < 4
-    assert _eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
+    assert eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
 
 
 def test_a_client_that_hangs_up_mid_stream_frees_its_place(endpoint: Served):
@@ -245,7 +238,7 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_place(endpoint: Served):
     hung_up = time.monotonic()
 
     # then its decoding stops at once, long before its 1024 tokens, and the next client is served, not refused
-    assert _eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
+    assert eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
     assert time.monotonic() - hung_up < 3
     assert endpoint.score(HI, {"temperature": 0.0, "max_new_tokens": 4}).status_code == 200
 
@@ -260,12 +253,12 @@ def test_a_client_that_hangs_up_before_its_answer_frees_its_place(endpoint: Serv
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        assert _eventually(lambda: endpoint.deployment_health()["running"] == 4, 5)
+        assert eventually(lambda: endpoint.deployment_health()["running"] == 4, 5)
         # when it hangs up
     hung_up = time.monotonic()
 
     # then the deployment stops decoding for it
-    assert _eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
+    assert eventually(lambda: endpoint.deployment_health()["running"] == 0, 3)
     assert time.monotonic() - hung_up < 3
 
 
@@ -306,7 +299,7 @@ def test_beyond_its_queue_a_deployment_refuses_with_429_and_keeps_serving(small_
     # given one long conversation decoding
     with ThreadPoolExecutor(9) as pool:
         running = pool.submit(_generate, port, [HI], LONG)
-        assert _eventually(lambda: _health(port)["running"] == 1, 5)
+        assert eventually(lambda: _health(port)["running"] == 1, 5)
 
         # when eight more come at once: four times the queue's two places
         start = threading.Barrier(8)
@@ -337,7 +330,7 @@ def test_a_stream_hung_up_on_while_it_waits_in_the_queue_leaves_the_queue(endpoi
     # given two long answers decoding, and a stream with other options waiting behind them (another batch)
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(endpoint.score, [HI] * 2, LONG)
-        assert _eventually(lambda: endpoint.deployment_health()["running"] == 2, 5)
+        assert eventually(lambda: endpoint.deployment_health()["running"] == 2, 5)
         body = {"messages": HI, "max_tokens": 8, "temperature": 0, "stream": True}
         headers = {"Authorization": f"Bearer {endpoint.key}"}
         with (
@@ -345,9 +338,9 @@ def test_a_stream_hung_up_on_while_it_waits_in_the_queue_leaves_the_queue(endpoi
             client.stream("POST", f"{endpoint.url}/v1/chat/completions", json=body, headers=headers) as stream,
         ):
             assert stream.status_code == 200
-            assert _eventually(lambda: endpoint.deployment_health()["queued"] == 1, 5)
+            assert eventually(lambda: endpoint.deployment_health()["queued"] == 1, 5)
             # when its client hangs up before any text
         # then it leaves the queue while the others still decode, and they are answered
-        assert _eventually(lambda: endpoint.deployment_health()["queued"] == 0, 2)
+        assert eventually(lambda: endpoint.deployment_health()["queued"] == 0, 2)
         assert endpoint.deployment_health()["running"] == 2
         assert busy.result().status_code == 200
