@@ -5,10 +5,9 @@
    bundled ultrachat-format sample to each at once; the blob trigger validates and submits both;
 3. the training processes report through the Event Grid webhook; on completion the app reviews the metrics,
    gates, registers, deploys at 0%, smoke-tests and shifts traffic, each line on its own endpoint;
-4. send the seed's sample request to both endpoints;
+4. send the seed's sample request to both endpoints, and stream `support`'s answer over its OpenAI-compatible route;
 5. upload more to `support`: it retrains on the union of its uploads, competes with its own champion only, and
-   shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed; the retrained line
-   answers again, streamed over the endpoint's OpenAI-compatible route (`stream: true`);
+   shifts its own traffic; `legal`'s endpoint stays as it was; both lines' state is printed;
    every deployment is evaluated at 0% first (held-out conversations and probes, against the champion or the base
    model) and its evidence printed;
 6. upload a degenerate dataset (one phrase repeated) to `legal`: its evaluation refuses it, and the champion keeps
@@ -86,6 +85,7 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
                 _say(f"run ended {run['state']}: {run.get('error')}")
                 return 1
             _ask(run, f"the seed's sample request to line {run['line']}")
+        _ask_streaming(runs[0])
         legal = runs[1]
         legal_before = _serving(api, legal)
         blobs.put("support/second.jsonl", b"".join(SAMPLE_LINES[180:]) + asked_again(SAMPLE_LINES[:60]))
@@ -94,7 +94,6 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         print(f"    trained on the union of: {used}")
         if retrain["state"] == RunState.DEPLOYED:
             _ask(retrain, "the same request to the retrained support line")
-            _ask_streaming(retrain)
         unchanged = _serving(api, legal) == legal_before
         _step(f"line legal: {'unchanged' if unchanged else 'CHANGED'} by support's retrain: {legal_before}")
         _print_lines(api)
