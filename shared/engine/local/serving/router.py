@@ -207,7 +207,7 @@ async def _score(router: Router, request: Request, body: Any) -> tuple[Response,
     target = _pick(router, request)
     answer = await _answer(router, request, target, parsed)
     outputs = answer["outputs"]
-    # the deployment reports one detail per output (deployment_server.OutputDetail); /score passes on two fields
+    # the deployment reports one detail per output (chat_model.OutputDetail); /score passes on two fields
     details = [
         {"finish_reason": detail["finish_reason"], "completion_tokens": detail["completion_tokens"]}
         for detail in answer["details"]
