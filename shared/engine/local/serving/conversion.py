@@ -112,13 +112,17 @@ def convert(model_dir: Path, out_dir: Path, tokenizer_dir: Path | None = None) -
     _Converter(str(model_dir), low_cpu_mem_usage=True).convert(str(out_dir), quantization=None)
 
 
+class NotConvertible(ValueError):
+    """A model this module does not convert (the deployment then serves it with transformers)."""
+
+
 def _as_the_converter_reads_it(model: Any) -> None:
     config = model.config
     rope = getattr(config, "rope_parameters", None)
     if not isinstance(rope, dict):
         return
     if rope.get("rope_type", "default") != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
-        raise NotImplementedError(f"rotary embedding {rope} is not converted here")
+        raise NotConvertible(f"rotary embedding {rope} is not converted here")
     theta = rope.get("rope_theta")
     config.rope_scaling = None
     if theta is not None:
