@@ -61,6 +61,19 @@ param idleMinutes string = '60'
 @description('IDLE_SWEEP_SCHEDULE: NCRONTAB schedule of the idle sweep; empty: every 15 minutes.')
 param idleSweepSchedule string = ''
 
+// The dashboard (/api/ui) in Azure: docs/dashboard-in-azure.md.
+@description('DASHBOARD_ENTRA_CLIENT_ID: client id of an Entra app registration; turns on App Service Authentication (Entra ID sign-in) in front of the dashboard and DASHBOARD_TRUST_EASY_AUTH. Empty: off.')
+param dashboardEntraClientId string = ''
+
+@description('DASHBOARD_ENTRA_TENANT_ID: tenant of that app registration. Empty: the tenant of this deployment.')
+param dashboardEntraTenantId string = ''
+
+@description('DASHBOARD_ENTRA_SECRET_URI: Key Vault secret URI of the app registration\'s client secret. Empty: no secret; the app\'s managed identity signs in through a federated identity credential on the app registration.')
+param dashboardEntraSecretUri string = ''
+
+@description('DASHBOARD_KEY_SECRET_URI: Key Vault secret URI of the dashboard key (DASHBOARD_KEY, sent as Authorization: Bearer by scripts). Empty: no DASHBOARD_KEY.')
+param dashboardKeySecretUri string = ''
+
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var datasetsContainer = 'datasets'
@@ -156,6 +169,9 @@ module functionApp 'app/function.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainer: deploymentContainer
     appInsightsConnectionString: monitoring.outputs.connectionString
+    authClientId: dashboardEntraClientId
+    authTenantId: dashboardEntraTenantId
+    authClientSecretUri: dashboardEntraSecretUri
     appSettings: {
       AUTOPILOT_ENGINE: 'azureml'
       AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
@@ -174,6 +190,11 @@ module functionApp 'app/function.bicep' = {
       GATE_REQUIRE_BASE_EVAL: 'false'
       IDLE_MINUTES: idleMinutes
       IDLE_SWEEP_SCHEDULE: sweepSchedule
+      // Trust the X-MS-CLIENT-PRINCIPAL* headers only where App Service Authentication is on: it strips forged ones.
+      DASHBOARD_TRUST_EASY_AUTH: empty(dashboardEntraClientId) ? 'false' : 'true'
+      // A Key Vault reference, never the key itself (the app's identity needs Key Vault Secrets User on the vault).
+      // Empty: no key (the app reads an empty setting as unset).
+      DASHBOARD_KEY: empty(dashboardKeySecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${dashboardKeySecretUri})'
     }
   }
   // The app's identity must be able to read the deployment container and the host storage when it starts.
@@ -185,6 +206,12 @@ output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_HOSTNAME string = functionApp.outputs.defaultHostName
+// For the dashboard's app registration (docs/dashboard-in-azure.md): its redirect URI, and the subject of its
+// federated identity credential (the app's user-assigned identity).
+output DASHBOARD_URL string = 'https://${functionApp.outputs.defaultHostName}/api/ui'
+output DASHBOARD_ENTRA_REDIRECT_URI string = 'https://${functionApp.outputs.defaultHostName}/.auth/login/aad/callback'
+output AZURE_APP_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_APP_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output STORAGE_ACCOUNT_ID string = storage.outputs.id
 output STORAGE_TOPIC_NAME string = storage.outputs.topicName
