@@ -7,7 +7,7 @@ AZURITE := node_modules/.bin/azurite-blob
 DEPS_STAMP := $(VENV)/.deps-installed
 LOCAL_STAMP := $(VENV)/.local-deps-installed
 
-.PHONY: all demo test lint bench bench-ledger clean deps deps-local
+.PHONY: all demo test lint bench bench-ledger clean deps deps-local chromium
 
 all: test
 
@@ -30,7 +30,20 @@ $(AZURITE): package.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-deps: $(DEPS_STAMP) $(LOCAL_STAMP) $(AZURITE)
+# The browser the dashboard's tests drive (tests/browser): Debian's chromium, launched by Playwright through
+# executable_path (`playwright install` is never run: its browsers come from a CDN). Installed only when `chromium`
+# is not on PATH; the package lists are fetched only when apt has no candidate for it or the install fails on stale
+# lists. As root apt-get runs as is, otherwise through sudo where there is one.
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "chromium is not on PATH and installing it needs root or sudo: apt-get install chromium" >&2; exit 1; fi; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"; \
+	if ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then $$sudo apt-get update; fi; \
+	echo "$${install# }"; $$install || { $$sudo apt-get update && $$install; }; \
+	command -v chromium >/dev/null || { echo "chromium was installed but is not on PATH" >&2; exit 1; }
+
+deps: $(DEPS_STAMP) $(LOCAL_STAMP) $(AZURITE) chromium
 
 deps-local: $(LOCAL_STAMP)
 
