@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     idle_sweep_schedule: str = Field("0 */15 * * * *", alias="IDLE_SWEEP_SCHEDULE")
     devhost_function_key: SecretStr | None = Field(None, alias="DEVHOST_FUNCTION_KEY")
 
+    # The dashboard (/api/ui): anonymous at the host, authenticated by the app (README "The dashboard").
+    dashboard_key: Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)] = Field(None, alias="DASHBOARD_KEY")
+    # Trust App Service Authentication's principal header: only where Easy Auth is on (it strips forged ones).
+    dashboard_trust_easy_auth: bool = Field(False, alias="DASHBOARD_TRUST_EASY_AUTH")
+    dashboard_session_hours: float = Field(8, gt=0, le=24 * 30, alias="DASHBOARD_SESSION_HOURS")
+
+    # Cost (README "What it costs"): a price table over the built-in one, and the most a run may be estimated at.
+    price_table_file: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = Field(None, alias="PRICE_TABLE_FILE")
+    max_run_cost: Annotated[float | None, BeforeValidator(_empty_is_unset)] = Field(None, ge=0, alias="MAX_RUN_COST")
+
     # The evaluation after a deployment is up at 0% (README "How a model gets promoted"): held-out conversations and
     # the forgetting probes, answered greedily by the challenger and by the champion (or the base model).
     eval_max_examples: int = Field(32, ge=1, le=1000, alias="EVAL_MAX_EXAMPLES")

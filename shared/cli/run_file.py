@@ -23,10 +23,12 @@ from shared.domain.chatdata import ValidationReport, validate_chunks
 from shared.domain.errors import AutopilotError, InvalidInput
 from shared.domain.finetune import parameters_for
 from shared.domain.jobs import JobStatus
+from shared.domain.pricing import OverBudget, RunEstimate
 from shared.domain.runs import DatasetRef, RunRecord, RunState, new_run, run_id_for
 from shared.engine import engine_profile
 from shared.engine.base import JobInfo
 from shared.settings import Settings
+from shared.usecases.costs import check_run_budget, estimate_of_report
 from shared.usecases.intake import intake_dataset
 from shared.usecases.lifecycle.jobs import complete_run
 from shared.usecases.lifecycle.retries import retry_or_fail
@@ -115,6 +117,7 @@ class DryRunResult:
     job: DryRun | None = None
     refusal: AutopilotError | None = None  # the base model or compute the service would refuse
     notes: list[str] = field(default_factory=list)
+    estimate: RunEstimate | None = None  # what the run would take and cost (valid data only)
 
     def to_dict(self) -> dict[str, Any]:
         report = self.report
@@ -135,6 +138,7 @@ class DryRunResult:
             "error": {"code": refusal.code, "message": refusal.message} if refusal else None,
             "display_name": job.display_name if job else None,
             "inference_instance_type": job.inference_instance_type if job else None,
+            "cost_estimate": self.estimate.model_dump(mode="json") if self.estimate else None,
             "assumptions": [*self.notes, *(job.assumptions if job else [])],
             "warnings": job.warnings if job else [],
             "dropped_model_defaults": job.dropped_defaults if job else {},
@@ -188,7 +192,12 @@ def dry_run(settings: Settings, path: Path, model_file: Path | None = None) -> D
         job = offline_pipeline_job(config, job_spec_for(settings, record), model=model, now=datetime.now(UTC))
     except (BaseModelUnavailable, ComputeNotUsable) as exc:
         return DryRunResult(report, refusal=exc, notes=notes)
-    return DryRunResult(report, job, notes=notes)
+    estimate = estimate_of_report(settings, profile, record, report)
+    try:
+        check_run_budget(settings, None, estimate)
+    except OverBudget as exc:
+        return DryRunResult(report, job, refusal=exc, notes=notes, estimate=estimate)
+    return DryRunResult(report, job, notes=notes, estimate=estimate)
 
 
 def read_model_file(path: Path, registry: str) -> FoundationModel:

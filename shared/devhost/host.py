@@ -23,12 +23,13 @@ from shared.devhost.blob_poller import POISON_BLOB_THRESHOLD, BlobPoller, BlobRe
 from shared.devhost.blobs import BlobWatch, deliver_blob
 from shared.devhost.eventgrid import WEBHOOK_PATH, EventGridWebhooks, local_engine_webhook
 from shared.devhost.indexing import DevHostError, HostedFunction, host_route_prefix, hosted_functions
-from shared.devhost.keys import admits, function_key
+from shared.devhost.keys import admits, dashboard_key, function_key
 from shared.devhost.replies import Reply, unauthorized
 from shared.devhost.routes import HttpFunctions
 from shared.devhost.server import HOST, make_http_server
 from shared.devhost.timers import invoke_timer, run_timer
 from shared.settings import Settings
+from shared.ui.auth import UI_PATH, DashboardAuth
 
 if typing.TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
@@ -67,6 +68,7 @@ class DevHost:
         self.settings = settings
         self.port = port
         self.function_key = function_key(settings)
+        self.dashboard_key = dashboard_key(settings)
         self.connection_string: str | None = (
             settings.storage_connection_string.get_secret_value() if settings.storage_connection_string else None
         )
@@ -173,7 +175,11 @@ class DevHost:
             logger.info("started Azurite on 127.0.0.1:%d (data in %s)", self._azurite.port, location)
         webhook = local_engine_webhook(self.settings.local_events_webhook, port=self.port, key=self.function_key)
         effective = self.settings.model_copy(
-            update={"storage_connection_string": SecretStr(self.connection_string), "local_events_webhook": webhook}
+            update={
+                "storage_connection_string": SecretStr(self.connection_string),
+                "local_events_webhook": webhook,
+                "dashboard_key": SecretStr(self.dashboard_key),
+            }
         )
         context = AppContext.from_settings(effective, engine_factory=self._engine_factory)
         containers = {effective.datasets_container, effective.runs_container, *(w.container for w in self._watches)}
@@ -220,6 +226,16 @@ class DevHost:
                 detail = function.trigger.get("path") or function.trigger.get("schedule") or ""
                 self._announce(f"  {function.name}: {function.trigger_type} {detail}".rstrip())
         self._announce(f"function key: {self.function_key}")
+        self._announce(f"dashboard: {self.dashboard_url()} (key: {self.dashboard_key})")
+
+    def dashboard_url(self, *, one_time: bool = True) -> str:
+        """The dashboard's address; with `one_time`, a sign-in link that works once, within 15 minutes, and holds
+        no key."""
+        url = f"{self.base_url}{UI_PATH}"
+        if not one_time:
+            return url
+        ticket, _ = DashboardAuth(self.dashboard_key, trust_easy_auth=False, session_hours=1).ticket()
+        return f"{url}/login?ticket={ticket}"
 
     def _storage_label(self) -> str:
         if self._azurite is not None:

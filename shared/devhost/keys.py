@@ -19,6 +19,14 @@ def function_key(settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
+def dashboard_key(settings: Settings) -> str:
+    """DASHBOARD_KEY, or a fresh random key when it is not set (the dev host prints it, as it prints the function
+    key)."""
+    if settings.dashboard_key is not None:
+        return settings.dashboard_key.get_secret_value()
+    return secrets.token_urlsafe(32)
+
+
 def admits(key: str, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> bool:
     """Whether a request (lower-cased header names, parsed query) offers `key`."""
     offered = headers.get(KEY_HEADER) or next(iter(query.get(KEY_PARAMETER, [])), None)

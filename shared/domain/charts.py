@@ -64,3 +64,48 @@ def _svg(body: list[str], title: str) -> str:
         + "".join(body)
         + "</svg>\n"
     )
+
+
+def score_chart_svg(
+    runs: Sequence[tuple[str, float | None, float | None]], *, metric: str, title: str = "Evaluation scores per run"
+) -> str:
+    """Each evaluated run's challenger score (blue dots, joined) and the score of what it was compared with, the
+    champion or the base model (orange), oldest run first. `runs`: (label, challenger, reference)."""
+    scored = [(label, c, r) for label, c, r in runs if c is not None or r is not None]
+    if not scored:
+        return _svg(
+            [f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no evaluated runs yet</text>'], title
+        )
+    values = [v for _, c, r in scored for v in (c, r) if v is not None]
+    y_min, y_max = min(0.0, *values), max(values) or 1.0
+    if y_max == y_min:
+        y_max = y_min + 1.0
+    step = (WIDTH - 2 * MARGIN) / max(len(scored) - 1, 1)
+
+    def x(i: int) -> float:
+        return MARGIN + step * i if len(scored) > 1 else WIDTH / 2
+
+    def y(value: float) -> float:
+        return HEIGHT - MARGIN - (HEIGHT - 2 * MARGIN) * (value - y_min) / (y_max - y_min)
+
+    body = [
+        f'<line x1="{MARGIN}" y1="{HEIGHT - MARGIN}" x2="{WIDTH - MARGIN}" y2="{HEIGHT - MARGIN}" stroke="#444"/>',
+        f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{HEIGHT - MARGIN}" stroke="#444"/>',
+        f'<text x="{MARGIN - 6}" y="{y(y_max):.1f}" text-anchor="end" font-size="11">{y_max:.3g}</text>',
+        f'<text x="{MARGIN - 6}" y="{y(y_min):.1f}" text-anchor="end" font-size="11">{y_min:.3g}</text>',
+        f'<text x="{MARGIN}" y="{MARGIN - 8}" font-size="11">{escape(metric)}</text>',
+        f'<text x="{WIDTH - MARGIN}" y="{MARGIN - 8}" text-anchor="end" font-size="11">'
+        '<tspan fill="#1f77b4">● challenger</tspan> <tspan fill="#ff7f0e">◆ champion or base</tspan></text>',
+    ]
+    challenger = [(x(i), y(c)) for i, (_, c, _) in enumerate(scored) if c is not None]
+    reference = [(x(i), y(r)) for i, (_, _, r) in enumerate(scored) if r is not None]
+    for points, colour in ((challenger, "#1f77b4"), (reference, "#ff7f0e")):
+        if len(points) > 1:
+            joined = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{joined}"/>')
+        body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>' for px, py in points]
+    body += [
+        f'<text x="{x(i):.1f}" y="{HEIGHT - MARGIN + 16}" text-anchor="middle" font-size="10">{escape(label)}</text>'
+        for i, (label, _, _) in enumerate(scored)
+    ]
+    return _svg(body, title)

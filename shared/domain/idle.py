@@ -35,3 +35,13 @@ def idle_minutes(
     if created_at is None or last_use is None or now - created_at < grace or now - last_use < idle_for:
         return None
     return (now - last_use).total_seconds() / 60
+
+
+def teardown_due(
+    *, created_at: datetime | None, last_use: datetime | None, idle_for: timedelta, grace: timedelta
+) -> datetime | None:
+    """From when the idle sweep may tear the endpoint down (it does at its next run after that); None when unknown.
+    The same rule as idle_minutes: idle for `idle_for` since the last use, and past the grace after creation."""
+    if created_at is None or last_use is None:
+        return None
+    return max(last_use + idle_for, created_at + grace)

@@ -74,6 +74,7 @@ class LineConfig(BaseModel):
     idle_minutes: StrictInt | None = Field(None, gt=0)
     gate: GateConfig = Field(default_factory=GateConfig)
     max_job_retries: StrictInt = Field(2, ge=0, le=10)
+    max_run_cost: StrictFloat | StrictInt | None = Field(None, ge=0)  # over MAX_RUN_COST, for this line
 
 
 class EffectiveLineConfig(BaseModel):
@@ -93,6 +94,7 @@ class EffectiveLineConfig(BaseModel):
     gate_score_tolerance: float = 0.02
     gate_max_degenerate_rate: float = 0.2
     gate_max_forgetting_drop: float = 0.1
+    max_run_cost: float | None = None  # the line's, else MAX_RUN_COST; None: no limit
 
     def canonical_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)

@@ -18,6 +18,7 @@ from shared.domain.errors import InvalidTransition
 from shared.domain.evaluation.evidence import EvaluationSummary
 from shared.domain.finetune import FineTuneParameters
 from shared.domain.lines import DEFAULT_LINE, EffectiveLineConfig
+from shared.domain.pricing import RunEstimate
 
 RUN_ID_PATTERN = re.compile(r"^ft-[0-9a-f]{12}$")
 
@@ -214,6 +215,7 @@ class RunRecord(Frozen):
     job_retries: list[JobRetry] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list, description="every container/blob that delivered this content")
     validation: ValidationSummary | None = None
+    cost_estimate: RunEstimate | None = None  # before submission; what it cost is worked out from `history`
     artifacts: RunArtifacts = Field(default_factory=RunArtifacts)
     job_name: str | None = None
     metrics: RunMetrics | None = None

@@ -29,6 +29,10 @@ class EngineProfile:
     parameter_presets: Mapping[str, Any] = field(default_factory=dict)  # over the notebook's defaults
     previews_jobs_offline: bool = False  # `autopilot run --dry-run` can print the job this engine would submit
     presets_by_model: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a line's own base model's
+    # the VM sizes its jobs and deployments are billed by (None: this machine, which bills nothing); the serving
+    # size is the setting, or the first the app prefers when it picks one from the base model's list at deploy time
+    finetune_instance_type: str | None = None
+    serving_instance_type: str | None = None
 
     def presets_for(self, base_model: str) -> Mapping[str, Any]:
         """The parameter presets of a base model (a line may name another than the engine's default)."""

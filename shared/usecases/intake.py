@@ -36,6 +36,7 @@ from shared.domain.lines import (
     check_line_name,
     line_of,
 )
+from shared.domain.pricing import OverBudget, RunEstimate
 from shared.domain.runs import (
     DatasetRef,
     RunArtifacts,
@@ -51,6 +52,7 @@ from shared.domain.runs import (
 )
 from shared.settings import Settings
 from shared.usecases.accumulate import line_uploads, union_lines
+from shared.usecases.costs import check_run_budget, estimate_of_report
 from shared.usecases.lines import line_config, settings_only
 from shared.usecases.submission import IntakeOutcome, IntakeStatus, note_attempt, submit
 from shared.usecases.validation import validation_options
@@ -323,6 +325,11 @@ def _prepare_and_submit(
 ) -> IntakeOutcome:
     run_id = record.run_id
     ctx.ledger.transition(run_id, advance_from(RunState.RECEIVED, RunState.VALIDATING, report.summary(), ctx.now()))
+    refusal: AutopilotError | None = problem
+    estimate: RunEstimate | None = None
+    if report.valid and problem is None:
+        estimate, refusal = _estimate_within_budget(ctx, record, report)
+        report = report.model_copy(update={"cost_estimate": estimate})
     artifacts = _write_outputs(ctx, record, report, spool, splits=report.valid and problem is None)
     summary = ValidationSummary(
         valid=report.valid,
@@ -332,8 +339,8 @@ def _prepare_and_submit(
         error_counts=report.error_counts,
         warning_counts=report.warning_counts,
     )
-    if not report.valid or problem is not None:
-        reason = f"{problem.code}: {problem.message}" if problem else report.summary()
+    if not report.valid or refusal is not None:
+        reason = f"{refusal.code}: {refusal.message}" if refusal else report.summary()
         ctx.ledger.transition(
             run_id,
             advance_from(
@@ -343,7 +350,8 @@ def _prepare_and_submit(
                 ctx.now(),
                 validation=summary,
                 artifacts=artifacts,
-                error=RunError(code=problem.code, message=problem.message) if problem else None,
+                cost_estimate=estimate,
+                error=RunError(code=refusal.code, message=refusal.message) if refusal else None,
             ),
         )
         logger.info("run %s rejected: %s", run_id, reason, extra={"run_id": run_id})
@@ -351,12 +359,31 @@ def _prepare_and_submit(
     record = ctx.ledger.update(
         run_id,
         lambda r: (
-            r.model_copy(update={"validation": summary, "artifacts": artifacts})
+            r.model_copy(update={"validation": summary, "artifacts": artifacts, "cost_estimate": estimate})
             if r.state == RunState.VALIDATING
             else None
         ),
     )
     return submit(ctx, record)
+
+
+def _estimate_within_budget(
+    ctx: AppContext, record: RunRecord, report: ValidationReport
+) -> tuple[RunEstimate | None, AutopilotError | None]:
+    """The run's cost estimate, and why it may not be submitted: over its line's budget (over_budget, with the
+    figures), or no estimate to hold to a budget. Without a budget, a price the table lacks only costs the estimate."""
+    config = record.line_config or settings_only(ctx, record.line)
+    try:
+        estimate = estimate_of_report(ctx.settings, ctx.profile, record, report)
+    except InvalidInput as exc:  # a SKU the price table lacks, an unreadable PRICE_TABLE_FILE
+        logger.warning("run %s: no cost estimate: %s", record.run_id, exc.message, extra={"run_id": record.run_id})
+        return None, (exc if config.max_run_cost is not None else None)
+    try:
+        check_run_budget(ctx.settings, config, estimate)
+    except OverBudget as exc:
+        return estimate, exc
+    logger.info("run %s: estimated %s", record.run_id, estimate.summary(), extra={"run_id": record.run_id})
+    return estimate, None
 
 
 def _write_outputs(

@@ -62,6 +62,7 @@ def effective(ctx: AppContext, line: str, config: LineConfig) -> EffectiveLineCo
         gate_score_tolerance=_either(gate.score_tolerance, settings.gate_score_tolerance),
         gate_max_degenerate_rate=_either(gate.max_degenerate_rate, settings.gate_max_degenerate_rate),
         gate_max_forgetting_drop=_either(gate.max_forgetting_drop, settings.gate_max_forgetting_drop),
+        max_run_cost=float(config.max_run_cost) if config.max_run_cost is not None else settings.max_run_cost,
     )
 
 

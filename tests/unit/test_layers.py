@@ -3,7 +3,9 @@
 - shared/domain imports nothing else from the app.
 - The use cases (shared/usecases) never import an engine's adapter (shared.engine.local, shared.engine.azureml),
   the dev host or the CLI.
-- functions/ reaches the app only through the use cases, the context, the API models, errors and settings.
+- functions/ reaches the app only through the use cases, the context, the API models, the dashboard's presentation
+  (shared/ui), errors and settings.
+- shared/ui (templates, rendering, the dashboard's auth) imports only the domain.
 - Nothing but the dev host and functions/ imports azure.functions.
 - shared/ has no import cycle.
 """
@@ -79,9 +81,14 @@ def test_the_use_cases_never_import_an_engine_adapter_the_dev_host_or_the_cli(ad
 
 
 def test_functions_reach_the_app_only_through_the_use_cases():
-    allowed = ("functions", "shared.usecases", "shared.context", "shared.api", "shared.domain.errors")
+    allowed = ("functions", "shared.usecases", "shared.context", "shared.api", "shared.ui", "shared.domain.errors")
     allowed += ("shared.settings",)
     assert offenders("functions", lambda target: any(within(target, prefix) for prefix in allowed)) == []
+
+
+def test_the_dashboard_presentation_imports_only_the_domain():
+    allowed = ("shared.ui", "shared.domain")
+    assert offenders("shared.ui", lambda target: any(within(target, prefix) for prefix in allowed)) == []
 
 
 def test_only_the_dev_host_and_the_functions_import_azure_functions():

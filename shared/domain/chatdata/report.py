@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field
 
+from shared.domain.pricing import RunEstimate, money
+
 
 class ReportedProblem(BaseModel):
     line: int | None = Field(description="1-based line number; None for a problem of the whole dataset")
@@ -31,6 +33,7 @@ class ValidationReport(BaseModel):
     split: SplitCounts
     warning_counts: dict[str, int] = Field(default_factory=dict)
     dropped_lines: list[int] = Field(default_factory=list)
+    cost_estimate: RunEstimate | None = None  # what training on it is expected to take and cost
 
     def to_json_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
@@ -84,6 +87,7 @@ def render_markdown(report: ValidationReport, title: str = "Dataset validation r
     lines += _problem_section("Errors", report.error_counts, report.errors)
     lines += _problem_section("Warnings", report.warning_counts, report.warnings)
     lines += _stats_section(report.stats)
+    lines += _estimate_section(report.cost_estimate)
     return "\n".join(lines) + "\n"
 
 
@@ -120,3 +124,19 @@ def _stats_section(stats: dict[str, Any]) -> list[str]:
         f"- Duplicate check: {stats.get('duplicate_check')}",
     ]
     return out
+
+
+def _estimate_section(estimate: RunEstimate | None) -> list[str]:
+    if estimate is None:
+        return []
+    where = f"{estimate.nodes} x {estimate.instance_type}" if estimate.instance_type else "this machine"
+    return [
+        "",
+        "## Estimated cost of the run",
+        "",
+        f"- Billed tokens: {estimate.billed_tokens:,} ({estimate.train_rows} training rows x {estimate.epochs} "
+        f"epochs x {estimate.tokens_per_row:.0f} tokens)",
+        f"- Time: {estimate.machine_hours:.2f} h on {where} ({estimate.gpu_hours:.2f} GPU-hours)",
+        f"- Cost: {money(estimate.cost, estimate.currency)}",
+        *(f"- {assumption}" for assumption in estimate.assumptions),
+    ]

@@ -1,0 +1,1 @@
+"""The dashboard's presentation: templates, their rendering and assets, and who may see them."""
