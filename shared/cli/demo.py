@@ -27,6 +27,7 @@ from typing import Any
 
 from shared.adapters.azurite import REPO_ROOT, free_port
 from shared.adapters.http import HttpFailure, get_json, post_json
+from shared.cli.demo_dashboard import end_on_dashboard, serve_until_interrupted
 from shared.context import get_context
 from shared.domain.jobs import JobStatus
 from shared.domain.runs import RunState
@@ -103,6 +104,8 @@ def run_demo(*, tiny: bool = False, base_model: str | None = None) -> int:
         _teardown_and_restore(api, api.get(f"/api/runs/{legal['run_id']}"))
         if not unchanged:
             return 1
+        end_on_dashboard(host, [run["run_id"] for run in api.get("/api/runs")["runs"]], DEMO_STATE / "dashboard")
+        serve_until_interrupted()
     finally:
         _cleanup(host)
     _say(f"demo finished in {time.monotonic() - started:.0f} s")

@@ -212,8 +212,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 with a job; 1 for an invalid dataset, or a base model or compute the service would refuse; 2 for bad
-    usage, settings (e.g. BASE_MODEL_ID) or model file."""
+    """Exit 0 with a job; 1 for an invalid dataset, a base model or compute the service would refuse, or an estimate
+    over MAX_RUN_COST; 2 for bad usage, settings (e.g. BASE_MODEL_ID) or model file."""
     from shared.cli.run_file import dry_run
     from shared.domain.errors import AutopilotError
     from shared.engine import engine_profile
@@ -242,6 +242,8 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"run {job.job_name}: {job.display_name}")
             if job.inference_instance_type:
                 print(f"  deployments would run on {job.inference_instance_type}")
+            if result.estimate is not None:
+                print(f"  estimated: {result.estimate.summary()}")
             for warning in job.warnings:
                 print(f"  warning: {warning}")
             for assumption in job.assumptions:
@@ -249,7 +251,7 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
             print(yaml.safe_dump(job.request_body, sort_keys=False), end="")
     if result.refusal is not None:
         print(f"autopilot: {result.refusal.code}: {result.refusal.message}", file=sys.stderr)
-    return EXIT_VALID if result.job is not None else EXIT_INVALID
+    return EXIT_VALID if result.job is not None and result.refusal is None else EXIT_INVALID
 
 
 def _endpoints(args: argparse.Namespace) -> int:

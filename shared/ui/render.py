@@ -59,6 +59,11 @@ def render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
+def render_standalone(template: str, **context: Any) -> str:
+    """A page as one file to open without the app: its stylesheet inline, no script, no actions."""
+    return render(template, standalone=True, viewer=None, notice=None, section=None, **context)
+
+
 def asset(name: str) -> tuple[bytes, str] | None:
     """A static asset's bytes and content type; None for any other name."""
     if name not in ASSETS:

@@ -353,3 +353,38 @@ def test_a_model_file_without_dry_run_is_bad_usage(offline, capsys: pytest.Captu
 
     assert code == 2
     assert "--model-file goes with --dry-run" in capsys.readouterr().err
+
+
+def test_a_dry_run_estimates_what_the_run_costs_from_the_price_table(offline, capsys: pytest.CaptureFixture[str]):
+    # when the sample (214 training rows of 73.72 estimated tokens) is dry-run on the default A100 size
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    # then the estimate is 214 x 3 epochs x 73.72 tokens, at Phi-4's throughput on one A100 and its hourly price
+    estimate = json.loads(capsys.readouterr().out)["cost_estimate"]
+    assert code == 0
+    assert (estimate["instance_type"], estimate["gpus"], estimate["train_rows"], estimate["epochs"]) == (
+        "Standard_NC24ads_A100_v4",
+        1,
+        214,
+        3,
+    )
+    assert estimate["billed_tokens"] == round(214 * 3 * 73.72) == 47328
+    tokens_per_second = 110e12 / (6 * 14.7e9)
+    assert estimate["machine_hours"] == pytest.approx(47328 / tokens_per_second / 3600)
+    assert estimate["cost"] == round(47328 / tokens_per_second / 3600 * 3.673, 2) == 0.04
+
+
+def test_a_dry_run_over_max_run_cost_exits_1_with_the_figures(offline, capsys: pytest.CaptureFixture[str]):
+    # given a budget below the sample's estimated $0.04
+    offline.setenv("MAX_RUN_COST", "0.01")
+
+    # when it is dry-run
+    code = main(["run", str(SAMPLES / "ultrachat_sample.jsonl"), "--engine", "azureml", "--dry-run", "--json"])
+
+    # then it is refused with over_budget and the figures, the job still shown for review
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert code == 1
+    assert result["error"]["code"] == "over_budget"
+    assert result["error"]["message"].startswith("estimated cost USD 0.04 exceeds MAX_RUN_COST 0.01")
+    assert result["pipeline_job"] is not None
