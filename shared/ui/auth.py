@@ -139,9 +139,11 @@ def same_origin(headers: Mapping[str, str], host: str) -> bool:
 
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: a dashboard path only (never another site, never `//host`)."""
-    if target and target.startswith(UI_PATH) and not target.startswith("//") and "\\" not in target:
-        return target
-    return UI_PATH
+    if not target or not (target == UI_PATH or target.startswith((f"{UI_PATH}/", f"{UI_PATH}?"))):
+        return UI_PATH
+    if "\\" in target or "/../" in target or target.endswith("/..") or any(ord(c) < 0x20 for c in target):
+        return UI_PATH
+    return target
 
 
 def _serializer(secret: bytes, salt: str, clock: Callable[[], float] | None) -> URLSafeTimedSerializer:
