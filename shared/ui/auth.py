@@ -1,7 +1,7 @@
 """Who may see the dashboard. Its routes are anonymous at the Functions host (a browser cannot send a function key
 on every click), so the app decides, three ways:
 
-- `Authorization: Bearer <DASHBOARD_KEY>`: scripts and tests;
+- `Authorization: Bearer <DASHBOARD_KEY>` (or `X-Dashboard-Key: <DASHBOARD_KEY>`): scripts and tests;
 - a session cookie from `POST /api/ui/login` with that key (or from a one-time ticket the dev host prints): signed
   with a secret derived from the key, HttpOnly, SameSite=Strict and expiring;
 - App Service Authentication's principal header, only when DASHBOARD_TRUST_EASY_AUTH is on: the platform strips
@@ -26,6 +26,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 SESSION_COOKIE = "autopilot_session"
 UI_PATH = "/api/ui"
 EASY_AUTH_NAME_HEADER = "x-ms-client-principal-name"
+KEY_HEADER = "x-dashboard-key"  # the key without the Authorization header
 TICKET_SECONDS = 15 * 60  # how long a printed one-time ticket may wait to be used
 
 Via = Literal["bearer", "cookie", "easy_auth"]
@@ -75,6 +76,9 @@ class DashboardAuth:
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and self.key_matches(token.strip()):
+            return Viewer("dashboard key", "bearer")
+        # where App Service Authentication is on, it may answer a bearer token that is not its own JWT itself
+        if self.key_matches(headers.get(KEY_HEADER, "").strip()):
             return Viewer("dashboard key", "bearer")
         session = self._session_of(headers.get("cookie", ""))
         if session is not None:

@@ -476,3 +476,13 @@ def test_safe_next_refuses_a_path_that_only_shares_the_dashboards_prefix_or_leav
     # when it is the target after sign-in
     # then sign-in goes to the dashboard instead
     assert safe_next(target) == "/api/ui"
+
+
+def test_the_key_also_comes_in_its_own_header_for_hosts_whose_auth_takes_the_authorization_header():
+    # given a dashboard with a key
+    auth = DashboardAuth("k" * 43, trust_easy_auth=True, session_hours=1)
+
+    # when a script sends it as X-Dashboard-Key (App Service Authentication may answer a non-JWT bearer itself)
+    # then it gets in as a bearer does; a wrong value does not
+    assert auth.viewer({"x-dashboard-key": "k" * 43}) == Viewer("dashboard key", "bearer")
+    assert auth.viewer({"x-dashboard-key": "k" * 42}) is None
