@@ -330,7 +330,7 @@ def _prepare_and_submit(
     if report.valid and problem is None:
         estimate, refusal = _estimate_within_budget(ctx, record, report)
         report = report.model_copy(update={"cost_estimate": estimate})
-    artifacts = _write_outputs(ctx, record, report, spool, splits=report.valid and problem is None)
+    artifacts = _write_outputs(ctx, record, report, spool, splits=report.valid and refusal is None)
     summary = ValidationSummary(
         valid=report.valid,
         rows=report.rows,

@@ -20,9 +20,9 @@ from tests.registered import function
 
 PRICES = Path(__file__).resolve().parents[2] / "shared" / "domain" / "prices.json"
 on_dataset_uploaded = function("on_dataset_uploaded")
-# the sample: 214 training rows of 73.72 estimated tokens, 1 epoch (SmolLM2's preset), at 22.5 tokens/s locally
+# the sample: 214 training rows of 73.72 estimated tokens, 1 epoch (SmolLM2's preset), at 28.4 tokens/s locally
 SAMPLE_TOKENS = round(214 * 1 * 73.72)
-SAMPLE_HOURS = SAMPLE_TOKENS / 22.5 / 3600
+SAMPLE_HOURS = SAMPLE_TOKENS / 28.4 / 3600
 
 
 def priced_machine(tmp_path: Path, per_hour: float) -> Path:
@@ -67,8 +67,8 @@ def test_a_run_records_its_estimate_and_its_report_shows_it(ctx: AppContext, eng
 
 
 def test_a_run_over_max_run_cost_is_refused_with_the_figures(azurite: Azurite, tmp_path: Path, engine: FakeEngine):
-    # given a machine at $6 an hour, and a budget of $1 (the sample is estimated at 6 x 0.195 h = $1.17)
-    settings = settings_for(azurite, tmp_path, price_table_file=priced_machine(tmp_path, 6.0), max_run_cost=1.0)
+    # given a machine at $8 an hour, and a budget of $1 (the sample is estimated at 8 x 0.154 h = $1.23)
+    settings = settings_for(azurite, tmp_path, price_table_file=priced_machine(tmp_path, 8.0), max_run_cost=1.0)
     ctx = context_with(settings, engine)
 
     # when the sample is uploaded, twice
@@ -81,15 +81,17 @@ def test_a_run_over_max_run_cost_is_refused_with_the_figures(azurite: Azurite, t
     assert run.state == RunState.REJECTED and engine.jobs == {}
     assert run.error is not None and run.error.code == "over_budget"
     assert run.error.message.startswith(
-        f"estimated cost USD {round(SAMPLE_HOURS * 6, 2):.2f} exceeds MAX_RUN_COST 1.00"
+        f"estimated cost USD {round(SAMPLE_HOURS * 8, 2):.2f} exceeds MAX_RUN_COST 1.00"
     )
-    assert run.cost_estimate is not None and run.cost_estimate.cost == round(SAMPLE_HOURS * 6, 2) == 1.17
-    assert run.history[-1].reason.startswith("over_budget: estimated cost USD 1.17")
+    assert run.cost_estimate is not None and run.cost_estimate.cost == round(SAMPLE_HOURS * 8, 2) == 1.23
+    assert run.history[-1].reason.startswith("over_budget: estimated cost USD 1.23")
+    assert (run.artifacts.train, run.artifacts.test) == (None, None)  # no prepared splits for a refused run
+    assert run.artifacts.report_json is not None
 
 
 def test_a_lines_max_run_cost_overrides_the_setting(azurite: Azurite, tmp_path: Path, engine: FakeEngine):
     # given the $1 budget, and two lines: one allows $2 a run, one only $0.50
-    settings = settings_for(azurite, tmp_path, price_table_file=priced_machine(tmp_path, 6.0), max_run_cost=1.0)
+    settings = settings_for(azurite, tmp_path, price_table_file=priced_machine(tmp_path, 8.0), max_run_cost=1.0)
     ctx = context_with(settings, engine)
     upload(settings, "generous/line.json", b'{"max_run_cost": 2}')
     upload(settings, "strict/line.json", b'{"max_run_cost": 0.5}')
@@ -103,7 +105,7 @@ def test_a_lines_max_run_cost_overrides_the_setting(azurite: Azurite, tmp_path: 
     assert runs["generous"].state == RunState.SUBMITTED
     strict = runs["strict"]
     assert strict.state == RunState.REJECTED and strict.error is not None
-    assert strict.error.message.startswith("estimated cost USD 1.17 exceeds line strict's max_run_cost 0.50")
+    assert strict.error.message.startswith("estimated cost USD 1.23 exceeds line strict's max_run_cost 0.50")
     assert list(engine.jobs) == [runs["generous"].run_id]
 
 
