@@ -39,6 +39,7 @@ from shared.usecases.lifecycle.jobs import cancel_run
 from shared.usecases.lifecycle.restore import restore_endpoint
 from shared.usecases.lines import list_lines
 from shared.usecases.queries import get_run
+from shared.usecases.submission import IntakeStatus
 
 logger = logging.getLogger(__name__)
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -162,7 +163,7 @@ def ui_create_run(req: func.HttpRequest, viewer: Viewer) -> func.HttpResponse:
     outcome, record = create_run(get_context(), request)
     if (refusal := refused_repeat(outcome, record)) is not None:
         return error_page(req, viewer, 409, "run_exists", refusal)
-    notice = "known" if outcome.status == "duplicate" else "started"
+    notice = "known" if outcome.status == IntakeStatus.DUPLICATE else "started"
     return redirect(f"{UI_PATH}/runs/{record.run_id}?notice={notice}")
 
 

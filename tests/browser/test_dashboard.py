@@ -15,7 +15,11 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from shared.adapters.azurite import Azurite
+from shared.context import get_context
 from shared.devhost import DevHost
+from shared.ui.render import render_standalone
+from shared.usecases.costs import prices
+from shared.usecases.dashboard import run_page
 from tests.browser.shots import screenshot
 from tests.e2e.hosts import local_dev_host, put_dataset
 
@@ -239,3 +243,64 @@ def test_a_change_from_another_site_is_refused_even_with_a_session(host: DevHost
     # then it is refused, and the run is untouched
     assert forged.status_code == 403 and "cross_site_request" in forged.text
     assert runs(host)["support"]["state"] == "deployed"
+
+
+def test_an_ad_hoc_run_of_content_that_ran_goes_to_its_run_after_a_confirmation(host: DevHost, page: Page) -> None:
+    # given support's run of its upload, settled
+    support = settled(host, "support")
+    sign_in(page, host)
+    page.goto(f"{host.base_url}/api/ui/lines/support")
+
+    # when a person starts an ad-hoc run of the same upload and confirms
+    page.select_option("select#dataset", "support/first.jsonl")
+    page.click("text=Start…")
+    expect(page.locator("h1")).to_have_text("Start a run on support/first.jsonl?")
+    screenshot(page, "confirm-ad-hoc-run")
+    page.click("#confirm")
+
+    # then the same content with the same parameters is the same run: the page says so, and nothing new started
+    expect(page.locator(".notice")).to_have_text("This content already ran with these parameters: this is its run.")
+    assert page.url.startswith(f"{host.base_url}/api/ui/runs/{support['run_id']}")
+    assert len(runs(host)) == 3
+
+
+def test_cancel_asks_first_and_a_run_that_is_not_training_cannot_be(host: DevHost, page: Page) -> None:
+    # given a deployed run (support's)
+    run_id = settled(host, "support")["run_id"]
+    sign_in(page, host)
+
+    # when its cancellation is asked for directly, past the confirmation
+    page.goto(f"{host.base_url}/api/ui/confirm?action=cancel&run_id={run_id}")
+    expect(page.locator("h1")).to_have_text(f"Cancel run {run_id}?")
+    page.click("#confirm")
+
+    # then the use case refuses it, as the API does: the run is deployed, not submitted or running
+    expect(page.locator(".error")).to_contain_text("invalid_transition")
+    assert runs(host)["support"]["state"] == "deployed"
+
+
+def test_a_run_page_written_as_one_file_opens_without_the_host(host: DevHost, browser: Browser, tmp_path: Path) -> None:
+    # given support's run page written as a standalone file (as the demo writes it)
+    run_id = settled(host, "support")["run_id"]
+    ctx = get_context()
+    html = render_standalone("run.html", page=run_page(ctx, run_id), prices=prices(ctx.settings), now=ctx.now())
+    path = tmp_path / f"run-{run_id}.html"
+    path.write_text(html, encoding="utf-8")
+
+    # when it is opened from disk
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    try:
+        page = context.new_page()
+        page.goto(path.as_uri())
+
+        # then it shows the run, styled, with its charts inline, and asked for nothing but itself
+        expect(page.locator("#run-state")).to_have_text("deployed")
+        expect(page.locator("#loss-curve")).to_be_visible()
+        assert page.locator("script").count() == 0 and "Cancel run" not in html
+        assert host.dashboard_key not in html
+        assert [url for url in requested if not url.startswith(("file:", "data:"))] == []
+        screenshot(page, "run-standalone")
+    finally:
+        context.close()
