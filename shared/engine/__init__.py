@@ -46,14 +46,9 @@ def engine_profile(settings: Settings) -> EngineProfile:
         previews_jobs_offline=settings.engine == "azureml",
         presets_by_model=LOCAL_PRESETS if settings.engine == "local" else {},
         finetune_instance_type=settings.azureml_finetune_instance_type if settings.engine == "azureml" else None,
-        serving_instance_type=_serving_size(settings) if settings.engine == "azureml" else None,
+        # unset, the deployment's size is picked from the base model's list only when it is deployed
+        serving_instance_type=settings.azureml_inference_instance_type if settings.engine == "azureml" else None,
     )
-
-
-def _serving_size(settings: Settings) -> str:
-    from shared.engine.azureml.foundation import INFERENCE_SIZE_PREFERENCE  # small: no SDK import
-
-    return settings.azureml_inference_instance_type or INFERENCE_SIZE_PREFERENCE[0]
 
 
 def build_engine(settings: Settings, store: BlobStore | None = None) -> BuiltEngine:

@@ -29,8 +29,8 @@ class EngineProfile:
     parameter_presets: Mapping[str, Any] = field(default_factory=dict)  # over the notebook's defaults
     previews_jobs_offline: bool = False  # `autopilot run --dry-run` can print the job this engine would submit
     presets_by_model: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a line's own base model's
-    # the VM sizes its jobs and deployments are billed by (None: this machine, which bills nothing); the serving
-    # size is the setting, or the first the app prefers when it picks one from the base model's list at deploy time
+    # the VM sizes its jobs and deployments are billed by (None: this machine, which bills nothing, or, for serving on
+    # Azure ML without AZUREML_INFERENCE_INSTANCE_TYPE, a size known only once the deployment picks it)
     finetune_instance_type: str | None = None
     serving_instance_type: str | None = None
 

@@ -75,3 +75,22 @@ def test_each_engine_profile_says_what_the_engine_implies():
     assert (azure.workspace_topic, azure.endpoint_scope, azure.parameter_presets) == (workspace, workspace, {})
     assert azure.base_model == Settings().base_model_id and azure.previews_jobs_offline is True
     assert parameters_for(local.parameter_presets).num_train_epochs == LOCAL_PRESETS["tiny"]["num_train_epochs"]
+
+
+def test_the_profile_names_the_sizes_runs_and_endpoints_are_billed_by():
+    # the local engine bills nothing; Azure ML bills the fine-tune size, and the serving size once it is known
+    local = engine_profile(Settings(engine="local"))
+    assert (local.finetune_instance_type, local.serving_instance_type) == (None, None)
+    unset = engine_profile(Settings(engine="azureml"))
+    assert (unset.finetune_instance_type, unset.serving_instance_type) == ("Standard_NC24ads_A100_v4", None)
+    given = engine_profile(
+        Settings(
+            engine="azureml",
+            azureml_finetune_instance_type="Standard_NC96ads_A100_v4",
+            azureml_inference_instance_type="Standard_NC4as_T4_v3",
+        )
+    )
+    assert (given.finetune_instance_type, given.serving_instance_type) == (
+        "Standard_NC96ads_A100_v4",
+        "Standard_NC4as_T4_v3",
+    )
