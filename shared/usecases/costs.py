@@ -7,15 +7,18 @@ deployment or restore, and what the idle teardown saved.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from shared.context import AppContext
 from shared.domain.chatdata import ValidationReport
+from shared.domain.errors import AutopilotError, InvalidInput
 from shared.domain.finetune import FineTuneParameters
 from shared.domain.lines import EffectiveLineConfig
 from shared.domain.pricing import (
     EndpointCost,
     InvalidPriceTable,
+    OverBudget,
     PriceTable,
     RunCost,
     RunEstimate,
@@ -28,6 +31,9 @@ from shared.domain.pricing import (
 from shared.domain.runs import RunRecord, RunState
 from shared.engine.profile import EngineProfile
 from shared.settings import Settings
+from shared.usecases.lines import settings_only
+
+logger = logging.getLogger(__name__)
 
 JOB_STARTED = (RunState.RUNNING, RunState.SUBMITTED)  # the first of these the run entered; Running may be skipped
 JOB_ENDED = frozenset({RunState.TRAINED, RunState.FAILED, RunState.CANCELED})
@@ -108,6 +114,25 @@ def check_run_budget(settings: Settings, config: EffectiveLineConfig | None, est
     check_budget(
         estimate, limit, limit_source=f"line {config.line}'s max_run_cost" if config and from_line else "MAX_RUN_COST"
     )
+
+
+def estimate_within_budget(
+    ctx: AppContext, record: RunRecord, report: ValidationReport
+) -> tuple[RunEstimate | None, AutopilotError | None]:
+    """The run's cost estimate, and why it may not be submitted: over its line's budget (over_budget, with the
+    figures), or no estimate to hold to a budget. Without a budget, a price the table lacks only costs the estimate."""
+    config = record.line_config or settings_only(ctx, record.line)  # a record from before lines
+    try:
+        estimate = estimate_of_report(ctx.settings, ctx.profile, record, report)
+    except InvalidInput as exc:  # a SKU the price table lacks, an unreadable PRICE_TABLE_FILE
+        logger.warning("run %s: no cost estimate: %s", record.run_id, exc.message, extra={"run_id": record.run_id})
+        return None, (exc if config.max_run_cost is not None else None)
+    try:
+        check_run_budget(ctx.settings, config, estimate)
+    except OverBudget as exc:
+        return estimate, exc
+    logger.info("run %s: estimated %s", record.run_id, estimate.summary(), extra={"run_id": record.run_id})
+    return estimate, None
 
 
 def job_seconds(record: RunRecord) -> float | None:

@@ -36,7 +36,7 @@ from shared.domain.lines import (
     check_line_name,
     line_of,
 )
-from shared.domain.pricing import OverBudget, RunEstimate
+from shared.domain.pricing import RunEstimate
 from shared.domain.runs import (
     DatasetRef,
     RunArtifacts,
@@ -52,7 +52,7 @@ from shared.domain.runs import (
 )
 from shared.settings import Settings
 from shared.usecases.accumulate import line_uploads, union_lines
-from shared.usecases.costs import check_run_budget, estimate_of_report
+from shared.usecases.costs import estimate_within_budget
 from shared.usecases.lines import line_config, settings_only
 from shared.usecases.submission import IntakeOutcome, IntakeStatus, note_attempt, submit
 from shared.usecases.validation import validation_options
@@ -328,7 +328,7 @@ def _prepare_and_submit(
     refusal: AutopilotError | None = problem
     estimate: RunEstimate | None = None
     if report.valid and problem is None:
-        estimate, refusal = _estimate_within_budget(ctx, record, report)
+        estimate, refusal = estimate_within_budget(ctx, record, report)
         report = report.model_copy(update={"cost_estimate": estimate})
     artifacts = _write_outputs(ctx, record, report, spool, splits=report.valid and refusal is None)
     summary = ValidationSummary(
@@ -365,25 +365,6 @@ def _prepare_and_submit(
         ),
     )
     return submit(ctx, record)
-
-
-def _estimate_within_budget(
-    ctx: AppContext, record: RunRecord, report: ValidationReport
-) -> tuple[RunEstimate | None, AutopilotError | None]:
-    """The run's cost estimate, and why it may not be submitted: over its line's budget (over_budget, with the
-    figures), or no estimate to hold to a budget. Without a budget, a price the table lacks only costs the estimate."""
-    config = record.line_config or settings_only(ctx, record.line)
-    try:
-        estimate = estimate_of_report(ctx.settings, ctx.profile, record, report)
-    except InvalidInput as exc:  # a SKU the price table lacks, an unreadable PRICE_TABLE_FILE
-        logger.warning("run %s: no cost estimate: %s", record.run_id, exc.message, extra={"run_id": record.run_id})
-        return None, (exc if config.max_run_cost is not None else None)
-    try:
-        check_run_budget(ctx.settings, config, estimate)
-    except OverBudget as exc:
-        return estimate, exc
-    logger.info("run %s: estimated %s", record.run_id, estimate.summary(), extra={"run_id": record.run_id})
-    return estimate, None
 
 
 def _write_outputs(
